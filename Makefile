@@ -1,0 +1,40 @@
+# The README's two commands are `make demo` and `make test`; both set up everything
+# they need (venv, npm packages, Debian packages) and are quick when already done.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP_STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+NPM_STAMP := node_modules/.stamp-$(shell cat package-lock.json | md5sum | cut -c1-12)
+
+# COMMAND:PACKAGE pairs, installed only when the command is missing.
+DEBS_BENCH := nginx:nginx wrk:wrk
+
+.PHONY: test demo bench setup check-config clean
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: setup
+	$(VENV)/bin/authproxy demo
+
+bench: setup
+	./scripts/ensure-debs.sh $(DEBS_BENCH)
+	$(PY) bench/run.py
+
+check-config: setup
+	$(VENV)/bin/authproxy check-config config.example.yaml
+
+setup: $(PIP_STAMP) $(NPM_STAMP)
+
+$(PIP_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	rm -f $(VENV)/.stamp-* && touch $@
+
+$(NPM_STAMP): package-lock.json package.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules bench/.work

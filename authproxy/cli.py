@@ -1,0 +1,120 @@
+"""Command line: argument parsing and dispatch only.
+
+    authproxy run --config FILE        serve (workers: N starts a supervisor)
+    authproxy check-config FILE        validate; exit 0 with a summary, or 2 listing every error
+    authproxy demo                     the demo (not ready yet)
+    authproxy --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from authproxy import __version__
+from authproxy.config import Config, load_config
+from authproxy.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_CONFIG
+    return int(args.func(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="authproxy", description="Authentication proxy for OIDC and AWS Cognito.")
+    parser.add_argument("--version", action="version", version=f"authproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the proxy")
+    run.add_argument("--config", "-c", default=os.environ.get("AUTHPROXY_CONFIG"), help="YAML file (env AUTHPROXY_CONFIG)")
+    run.set_defaults(func=_run)
+
+    check = commands.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file")
+    check.set_defaults(func=_check_config)
+
+    demo = commands.add_parser("demo", help="run a self-contained demo")
+    demo.set_defaults(func=_demo)
+
+    worker = commands.add_parser("worker")  # internal: started by the supervisor
+    worker.add_argument("--config", required=True)
+    worker.add_argument("--status-fd", type=int, required=True)
+    worker.set_defaults(func=_worker)
+    return parser
+
+
+def _load(path: str | None) -> Config | None:
+    if not path:
+        print("authproxy: no configuration: pass --config FILE or set AUTHPROXY_CONFIG", file=sys.stderr)
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"authproxy: invalid configuration ({len(exc.issues)} problem(s)):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue.render(exc.filename)}", file=sys.stderr)
+        return None
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    if config is None:
+        return EXIT_CONFIG
+    names = ", ".join(route.name for route in config.routes)
+    print(
+        f"{args.file}: ok: {len(config.routes)} route(s) ({names}); store: none; provider: none; "
+        f"listen {config.listen}, admin {config.admin_listen}, workers {config.workers}"
+    )
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from authproxy.logs import configure_logging
+
+    configure_logging(config.log)
+    if config.worker_count > 1:
+        from authproxy.web.supervisor import Supervisor
+
+        return _run_loop(Supervisor(config, args.config, config.worker_count).run())
+    from authproxy.web.server import serve
+
+    return _run_loop(serve(config))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from authproxy.logs import configure_logging
+    from authproxy.web.server import serve
+
+    configure_logging(config.log)
+    return _run_loop(serve(config, reuse_port=True, status_fd=args.status_fd, serve_admin=False))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    print("authproxy demo is not ready yet: it arrives with the development identity provider.", file=sys.stderr)
+    return 1
+
+
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when installed (faster event loop), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)

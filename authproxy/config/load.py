@@ -1,0 +1,187 @@
+"""Load a configuration file: YAML, then ``${ENV}`` substitution, then strict validation.
+
+Every problem is collected and reported at once, each with the file, line and a
+dotted path (``config.yaml:14: routes[1].upstream: ...``). Values that came from the
+environment, and values of keys that look secret, are never echoed in errors.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from authproxy.config.env import substitute
+from authproxy.config.schema import Config
+from authproxy.errors import ConfigError, ConfigIssue
+
+_SECRET_KEY = re.compile(r"secret|password|passwd|token|private|(^|_)key($|s$|_)", re.IGNORECASE)
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate ``path``; raise ``ConfigError`` listing every problem."""
+    filename = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(filename, [ConfigIssue("", f"cannot read file: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(filename, [ConfigIssue("", "file is not valid UTF-8")]) from None
+    return parse_config(text, filename, os.environ if environ is None else environ)
+
+
+def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> Config:
+    try:
+        document = yaml.safe_load(text)
+        lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        issue = ConfigIssue("", f"invalid YAML: {problem}", mark.line + 1 if mark else None)
+        raise ConfigError(filename, [issue]) from None
+    if not isinstance(document, dict):
+        raise ConfigError(filename, [ConfigIssue("", "the file must hold a mapping of keys (listen, routes, ...)")])
+
+    substitution = substitute(document, environ)
+    issues = [_with_line(issue, lines) for issue in substitution.issues]
+    issues += [_with_line(issue, lines) for issue in _check_route_names(substitution.document)]
+    config: Config | None = None
+    try:
+        config = Config.model_validate(substitution.document)
+    except ValidationError as exc:
+        # A value already reported as an unset variable would only add a confusing second error.
+        unset = {issue.path for issue in substitution.issues}
+        issues += [
+            _issue_from_pydantic(error, lines, substitution.from_env)
+            for error in exc.errors()
+            if _dotted(tuple(error["loc"])) not in unset
+        ]
+    if issues or config is None:
+        issues.sort(key=lambda issue: (issue.line or 0, issue.path))
+        raise ConfigError(filename, issues)
+    return config
+
+
+def _check_route_names(document: object) -> list[ConfigIssue]:
+    routes = document.get("routes") if isinstance(document, dict) else None
+    if not isinstance(routes, list):
+        return []
+    seen: dict[str, int] = {}
+    issues = []
+    for index, route in enumerate(routes):
+        name = route.get("name") if isinstance(route, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            issues.append(ConfigIssue(f"routes[{index}].name", f"duplicate route name {name!r} (first used by routes[{seen[name]}])"))
+        else:
+            seen[name] = index
+    return issues
+
+
+def _issue_from_pydantic(error: Mapping[str, typing.Any], lines: dict[str, int], from_env: set[str]) -> ConfigIssue:
+    loc = tuple(error["loc"])
+    path = _dotted(loc)
+    kind = error["type"]
+    message = str(error["msg"])
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        message = "unknown key"
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        if close:
+            message += f"; did you mean {close[0]!r}?"
+        elif allowed:
+            message += f" (allowed: {', '.join(allowed)})"
+    elif kind == "literal_error" and not _looks_secret(loc) and path not in from_env:
+        message = f"{error.get('input')!r} is not allowed; expected {error.get('ctx', {}).get('expected', '')}"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        value = error.get("input")
+        if isinstance(value, str) and value and (path in from_env or _looks_secret(loc)):
+            message = message.replace(repr(value), "'***'").replace(value, "***")
+    return _with_line(ConfigIssue(path, message), lines)
+
+
+def _looks_secret(loc: tuple[typing.Any, ...]) -> bool:
+    return any(isinstance(part, str) and _SECRET_KEY.search(part) for part in loc)
+
+
+def _dotted(loc: tuple[typing.Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = f"{path}.{part}" if path else str(part)
+    return path
+
+
+def _allowed_keys(loc: tuple[typing.Any, ...]) -> list[str]:
+    """The keys the schema accepts at ``loc``, found by walking the model types."""
+    current: typing.Any = Config
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(part, int):
+            args = typing.get_args(current)
+            current = args[0] if args else None
+        elif isinstance(current, type) and issubclass(current, BaseModel) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(annotation: typing.Any) -> typing.Any:
+    """Strip Optional[...] and Annotated[...] down to the model or list type."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _line_index(node: yaml.Node | None) -> dict[str, int]:
+    """Map each dotted path in the document to its 1-based line."""
+    index: dict[str, int] = {}
+
+    def walk(current: yaml.Node, path: str) -> None:
+        index[path] = current.start_mark.line + 1
+        if isinstance(current, yaml.MappingNode):
+            for key_node, value_node in current.value:
+                key = str(key_node.value)
+                child = f"{path}.{key}" if path else key
+                walk(value_node, child)
+                index[child] = key_node.start_mark.line + 1
+        elif isinstance(current, yaml.SequenceNode):
+            for position, item in enumerate(current.value):
+                walk(item, f"{path}[{position}]")
+
+    if node is not None:
+        walk(node, "")
+    return index
+
+
+def _with_line(issue: ConfigIssue, lines: dict[str, int]) -> ConfigIssue:
+    path = issue.path
+    while path:
+        if path in lines:
+            return ConfigIssue(issue.path, issue.message, lines[path])
+        cut = max(path.rfind("."), path.rfind("["))
+        path = path[:cut] if cut > 0 else ""
+    return ConfigIssue(issue.path, issue.message, lines.get("") if issue.path else None)

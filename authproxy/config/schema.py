@@ -1,0 +1,243 @@
+"""The typed, strict configuration schema: every key, its type and its default.
+
+Unknown keys are errors everywhere (``extra="forbid"``). Values are parsed here
+(durations, sizes, addresses, URLs) so the rest of the program never re-parses
+text. Cross-field rules live in ``load.py`` so every problem is reported in one pass.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Annotated, Literal, NamedTuple
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from yarl import URL
+
+from authproxy.config.units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+_ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+_HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_METHOD = re.compile(r"[A-Z]{1,20}")
+
+
+class ListenAddress(NamedTuple):
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_listen(value: object) -> ListenAddress:
+    """"0.0.0.0:8080", "[::]:8080", "127.0.0.1:9090" or ":8080" (all interfaces)."""
+    if isinstance(value, ListenAddress):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected 'host:port', e.g. '0.0.0.0:8080'")
+    text = value.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"invalid listen address {value!r}: expected 'host:port', e.g. '0.0.0.0:8080'")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"invalid listen address {value!r}: write IPv6 addresses in brackets, e.g. '[::]:8080'")
+    host = host or "0.0.0.0"
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ValueError(f"invalid listen address {value!r}: host must be an IP address or 'localhost'") from None
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"invalid listen address {value!r}: port must be 1-65535")
+    return ListenAddress(host, port)
+
+
+def parse_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str):
+        raise ValueError("expected a CIDR such as '10.0.0.0/8' or an IP address")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"invalid network {value!r}: expected a CIDR such as '10.0.0.0/8' or an IP address") from None
+
+
+def parse_http_url(value: object) -> URL:
+    if not isinstance(value, str):
+        raise ValueError("expected an http:// or https:// URL")
+    url = URL(value.strip())
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"invalid URL {value!r}: expected an absolute http:// or https:// URL")
+    if url.raw_query_string or url.raw_fragment:
+        raise ValueError(f"invalid URL {value!r}: must not have a query or fragment")
+    if url.user is not None or url.password is not None:
+        raise ValueError("URL must not carry credentials")
+    return url
+
+
+def parse_workers(value: object) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 256:
+        raise ValueError("workers must be a number from 1 to 256, or 'auto'")
+    return value
+
+
+ListenAddr = Annotated[ListenAddress, BeforeValidator(parse_listen)]
+Network = Annotated[object, BeforeValidator(parse_network)]
+HttpUrl = Annotated[object, BeforeValidator(parse_http_url)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class LogConfig(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "text"] = "json"
+    access: bool = True  # one line per request on stdout
+
+
+class Limits(_Strict):
+    """Protection against oversized or idle clients; defaults follow nginx's."""
+
+    header_size: Size = 8 * 1024  # longest request line or header field (aiohttp's parser limit)
+    max_headers: int = Field(default=100, ge=1, le=10000)
+    client_idle_timeout: Duration = 75.0  # keep-alive idle, and silence while reading a request body
+
+
+class Timeouts(_Strict):
+    connect: Duration = 5.0  # TCP (and TLS) connect to the upstream
+    read: Duration = 60.0  # longest silence while waiting for upstream bytes, like nginx proxy_read_timeout
+
+
+class Match(_Strict):
+    """Conditions a request must meet for the route; all given ones must hold."""
+
+    host: str | None = None  # "app.example.com" or "*.example.com"; compared without port, case-insensitively
+    path_prefix: str | None = None  # segment-wise: "/api/a" matches "/api/a" and "/api/a/x", not "/api/ab"
+    path_regex: str | None = None  # Python regex matched at the start of the normalised path
+    methods: list[str] | None = None  # GET also admits HEAD
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host = value.strip().lower().rstrip(".")
+        labels = host[2:].split(".") if host.startswith("*.") else host.split(".")
+        if not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            raise ValueError(f"invalid host {value!r}: expected a name like 'app.example.com' or '*.example.com'")
+        return host
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or any(ch in value for ch in "?#%\\ ") or "//" in value:
+            raise ValueError(f"invalid path_prefix {value!r}: must start with '/' and hold a plain path")
+        if any(segment in (".", "..") for segment in value.split("/")):
+            raise ValueError(f"invalid path_prefix {value!r}: dot segments never match a normalised path")
+        return value
+
+    @field_validator("path_regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid path_regex: {exc}") from None
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("methods must not be empty; leave it out to match every method")
+        methods = [method.upper() for method in value]
+        for method in methods:
+            if not _METHOD.fullmatch(method):
+                raise ValueError(f"invalid method {method!r}")
+        return methods
+
+    @model_validator(mode="after")
+    def _one_path_rule(self) -> Match:
+        if self.path_prefix is not None and self.path_regex is not None:
+            raise ValueError("set path_prefix or path_regex, not both")
+        return self
+
+
+class Route(_Strict):
+    name: str
+    match: Match = Match()
+    upstream: HttpUrl  # base URL; a path in it is prepended to the forwarded path
+    auth: Literal["public"]  # later parts add login, bearer, login_or_bearer, optional
+    strip_prefix: bool = False  # remove the matched path_prefix (or regex match) before forwarding
+    preserve_host: bool = False  # send the client's Host instead of the upstream's
+    allow_encoded_slashes: bool = False  # let %2F and %5C through (otherwise 400)
+    timeouts: Timeouts = Timeouts()
+    max_body: Size = 10 * 1024**2  # request body limit; 0 means no limit
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ROUTE_NAME.fullmatch(value):
+            raise ValueError(
+                f"invalid route name {value!r}: 1-63 characters of letters, digits, '_', '.', '-' "
+                "(it labels metrics and logs)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _strip_needs_path(self) -> Route:
+        if self.strip_prefix and self.match.path_prefix is None and self.match.path_regex is None:
+            raise ValueError("strip_prefix needs match.path_prefix or match.path_regex")
+        return self
+
+
+class Config(_Strict):
+    listen: ListenAddr = ListenAddress("0.0.0.0", 8080)
+    admin_listen: ListenAddr = ListenAddress("127.0.0.1", 9090)
+    public_url: HttpUrl | None = None  # external base URL; required once a route signs users in
+    workers: Annotated[int | str, BeforeValidator(parse_workers)] = 1  # "auto" = CPU count
+    trusted_proxies: list[Network] = []  # peers whose X-Forwarded-* headers are believed
+    shutdown_timeout: Duration = 20.0
+    log: LogConfig = LogConfig()
+    limits: Limits = Limits()
+    routes: list[Route] = Field(min_length=1)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: URL | None) -> URL | None:
+        if value is not None and value.raw_path not in ("", "/"):
+            raise ValueError("public_url must be a scheme and host only, e.g. 'https://app.example.com'")
+        return value.with_path("") if value is not None else None
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` resolved: "auto" is the CPU count."""
+        if self.workers == "auto":
+            return os.cpu_count() or 1
+        return int(self.workers)

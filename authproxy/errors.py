@@ -1,0 +1,101 @@
+"""The one exception tree of authproxy.
+
+::
+
+    AuthproxyError
+    ├── ConfigError              configuration cannot be used; carries every problem found
+    ├── RequestRejected          a client request refused before any upstream call
+    │   ├── BadRequest           400: malformed or hostile request target
+    │   ├── RouteNotFound        404: no route matches
+    │   ├── PayloadTooLarge      413: body over the route's max_body
+    │   └── ExpectationFailed    417: an Expect other than 100-continue
+    └── UpstreamError            the upstream failed; ``kind`` is refused | timeout | reset
+        ├── UpstreamUnavailable  502: refused or reset
+        └── UpstreamTimeout      504: no answer in time
+
+Third-party exceptions (aiohttp, pydantic, yaml) are translated into these at the
+boundary where they occur, so callers decide by type, never by message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AuthproxyError(Exception):
+    """Base of every error authproxy raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem in a configuration file: where it is and what is wrong."""
+
+    path: str  # dotted path, e.g. "routes[1].upstream"; "" for the whole document
+    message: str
+    line: int | None = None  # 1-based line in the file, when known
+
+    def render(self, filename: str) -> str:
+        where = f"{filename}:{self.line}" if self.line else filename
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(AuthproxyError):
+    """The configuration is unusable; ``issues`` lists every problem found in one pass."""
+
+    def __init__(self, filename: str, issues: list[ConfigIssue]):
+        self.filename = filename
+        self.issues = issues
+        super().__init__("\n".join(issue.render(filename) for issue in issues))
+
+
+class RequestRejected(AuthproxyError):
+    """A client request refused by the proxy itself; the message is safe to show."""
+
+    status = 400
+    error = "bad_request"
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+class BadRequest(RequestRejected):
+    status = 400
+    error = "bad_request"
+
+
+class RouteNotFound(RequestRejected):
+    status = 404
+    error = "not_found"
+
+
+class PayloadTooLarge(RequestRejected):
+    status = 413
+    error = "payload_too_large"
+
+
+class ExpectationFailed(RequestRejected):
+    status = 417
+    error = "expectation_failed"
+
+
+class UpstreamError(AuthproxyError):
+    """The upstream could not be reached or did not answer; ``kind`` labels metrics."""
+
+    status = 502
+    error = "bad_gateway"
+
+    def __init__(self, kind: str, reason: str):
+        self.kind = kind
+        self.reason = reason
+        super().__init__(reason)
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+    error = "bad_gateway"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    error = "gateway_timeout"

@@ -1,0 +1,1 @@
+"""Pure request policy: path normalisation (``paths``) and compiled route matching (``routes``)."""

@@ -1,0 +1,153 @@
+"""Routes compiled once into matchers; the request path only asks questions.
+
+First match wins. Matching is a pure function of (host, normalised path, method).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from yarl import URL
+
+from authproxy.config.schema import Route as RouteConfig
+
+
+@dataclass(frozen=True, slots=True)
+class HostPattern:
+    """An exact host or a "*.example.com" wildcard (one or more labels before the suffix)."""
+
+    exact: str | None
+    suffix: str | None  # ".example.com" for "*.example.com"
+
+    @classmethod
+    def compile(cls, pattern: str) -> HostPattern:
+        if pattern.startswith("*."):
+            return cls(None, pattern[1:])
+        return cls(pattern, None)
+
+    def matches(self, host: str) -> bool:
+        if self.exact is not None:
+            return host == self.exact
+        return host.endswith(self.suffix) and len(host) > len(self.suffix)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where a route forwards to: origin plus an optional base path."""
+
+    url: URL
+    origin: str  # "http://127.0.0.1:8001", no trailing slash
+    base_path: str  # "" or "/base" (no trailing slash)
+    host_header: str  # what the upstream expects in Host (port kept unless default)
+
+    @classmethod
+    def compile(cls, url: URL) -> Upstream:
+        base_path = url.raw_path.rstrip("/")
+        host = url.raw_host or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        host_header = host if url.is_default_port() else f"{host}:{url.port}"
+        return cls(url, f"{url.scheme}://{host_header}", base_path, host_header)
+
+
+class Route:
+    """One compiled route: its matcher and everything the forwarder needs."""
+
+    __slots__ = (
+        "name",
+        "config",
+        "host",
+        "prefix",
+        "regex",
+        "methods",
+        "upstream",
+        "strip_prefix",
+        "preserve_host",
+        "allow_encoded_slashes",
+        "max_body",
+        "connect_timeout",
+        "read_timeout",
+        "auth",
+    )
+
+    def __init__(self, config: RouteConfig):
+        match = config.match
+        self.name = config.name
+        self.config = config
+        self.host = HostPattern.compile(match.host) if match.host else None
+        prefix = match.path_prefix
+        # "/api/a/" and "/api/a" both match the segment "/api/a" and what lies below it.
+        self.prefix = prefix.rstrip("/") if prefix and prefix != "/" else None
+        self.regex = re.compile(match.path_regex) if match.path_regex else None
+        methods = set(match.methods) if match.methods else None
+        if methods and "GET" in methods:
+            methods.add("HEAD")  # HEAD is GET without the body (RFC 9110 9.3.2)
+        self.methods = frozenset(methods) if methods else None
+        self.upstream = Upstream.compile(config.upstream)  # type: ignore[arg-type]
+        self.strip_prefix = config.strip_prefix
+        self.preserve_host = config.preserve_host
+        self.allow_encoded_slashes = config.allow_encoded_slashes
+        self.max_body = config.max_body or None
+        self.connect_timeout = config.timeouts.connect
+        self.read_timeout = config.timeouts.read
+        self.auth = config.auth
+
+    def __repr__(self) -> str:
+        return f"Route({self.name!r})"
+
+    def matched_length(self, host: str, path: str, method: str) -> int:
+        """Length of the matched path part (>= 0) when the route applies, else -1."""
+        if self.methods is not None and method not in self.methods:
+            return -1
+        if self.host is not None and not self.host.matches(host):
+            return -1
+        if self.prefix is not None:
+            prefix = self.prefix
+            if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
+                return len(prefix)
+            return -1
+        if self.regex is not None:
+            found = self.regex.match(path)
+            return found.end() if found else -1
+        return 0
+
+    def upstream_path(self, path: str, matched: int) -> str:
+        """The path sent upstream: prefix stripped if asked, base path prepended."""
+        if self.strip_prefix and matched:
+            path = path[matched:]
+            if not path.startswith("/"):
+                path = "/" + path
+        base = self.upstream.base_path
+        return base + path if base else path
+
+
+class RouteTable:
+    """The ordered routes; ``match`` returns the first that applies."""
+
+    __slots__ = ("routes",)
+
+    def __init__(self, routes: Sequence[RouteConfig]):
+        self.routes = tuple(Route(config) for config in routes)
+
+    def match(self, host: str, path: str, method: str) -> tuple[Route, int] | None:
+        for route in self.routes:
+            matched = route.matched_length(host, path, method)
+            if matched >= 0:
+                return route, matched
+        return None
+
+
+def request_host(host_header: str | None) -> str:
+    """The host part of a Host header value, lower-cased, without port or trailing dot."""
+    if not host_header:
+        return ""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    colon = host.rfind(":")
+    if colon != -1:
+        host = host[:colon]
+    return host.rstrip(".")

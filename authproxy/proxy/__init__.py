@@ -1,0 +1,1 @@
+"""Moving bytes: header rules (``headers``), streaming (``forward``), WebSockets (``websocket``), error pages (``pages``)."""

@@ -1,0 +1,203 @@
+"""Streaming forwarder: one pooled aiohttp client session per process.
+
+Bodies stream in both directions with backpressure: a chunk is read from one side
+only after the previous one was written to the other, and aiohttp pauses reading a
+socket whose buffer is full, so memory stays flat whatever the body size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from authproxy.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from authproxy.policy.routes import Route
+from authproxy.proxy.headers import copy_response_headers
+
+# Bodies up to this size, when the upstream states their length, are read whole
+# and sent in one write: fewer syscalls for the common small API response.
+_SMALL_BODY = 64 * 1024
+_CHUNK = 64 * 1024
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class RequestBody:
+    """The client's request body as an async iterator, with a size limit and an idle timeout.
+
+    A failure here surfaces from aiohttp as a generic connection error, so the
+    reason is kept on the object and the caller checks ``error`` by type.
+    """
+
+    __slots__ = ("_content", "_limit", "_idle", "received", "error")
+
+    def __init__(self, content: aiohttp.StreamReader, limit: int | None, idle_timeout: float):
+        self._content = content
+        self._limit = limit
+        self._idle = idle_timeout
+        self.received = 0
+        self.error: Exception | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._content
+        try:
+            while True:
+                async with asyncio.timeout(self._idle):
+                    chunk = await content.readany()
+                if not chunk:
+                    return
+                self.received += len(chunk)
+                if self._limit is not None and self.received > self._limit:
+                    raise PayloadTooLarge(f"request body exceeds this route's limit of {self._limit} bytes")
+                yield chunk
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+class ClientGone(Exception):
+    """The client closed its connection while the response was being sent."""
+
+
+class Forwarder:
+    """Sends requests to upstreams over pooled keep-alive connections."""
+
+    def __init__(self, *, client_idle_timeout: float):
+        self._client_idle_timeout = client_idle_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[Route, aiohttp.ClientTimeout] = {}
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=0,  # the upstream's own limits apply; a proxy must not queue behind a pool cap
+            keepalive_timeout=30.0,
+            ttl_dns_cache=10,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,  # bytes pass through as the upstream encoded them
+            cookie_jar=aiohttp.DummyCookieJar(),  # upstream cookies belong to the browser, not to us
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(total=None),
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Forwarder.start() was not awaited"
+        return self._session
+
+    def timeout_for(self, route: Route) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get(route)
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=route.connect_timeout,
+                sock_connect=route.connect_timeout,
+                sock_read=route.read_timeout,
+            )
+            self._timeouts[route] = timeout
+        return timeout
+
+    def upstream_url(self, route: Route, path: str, query: str) -> URL:
+        upstream = route.upstream.url
+        # Built from parts (no parsing); already canonical, so it must not be re-quoted.
+        return URL.build(
+            scheme=upstream.scheme,
+            host=upstream.raw_host or "",
+            port=upstream.explicit_port,
+            path=path,
+            query_string=query,
+            encoded=True,
+        )
+
+    async def open(
+        self,
+        request: web.BaseRequest,
+        route: Route,
+        url: URL,
+        headers: CIMultiDict[str],
+        body: RequestBody | None,
+    ) -> aiohttp.ClientResponse:
+        """Send the request upstream and return the response once its headers arrived."""
+        method = request.method
+        attempts = 2 if body is None and method in _IDEMPOTENT else 1
+        for attempt in range(attempts):
+            try:
+                return await self.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    data=body.chunks() if body is not None else None,
+                    allow_redirects=False,
+                    timeout=self.timeout_for(route),
+                    compress=None,
+                    chunked=None,
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if body is not None and body.error is not None:
+                    raise body.error from None
+                # A pooled keep-alive connection the upstream closed just as we reused
+                # it: a bodiless idempotent request is safe to send once more.
+                if attempt + 1 < attempts and not isinstance(exc, aiohttp.ClientConnectorError):
+                    continue
+                raise translate_upstream_error(exc) from None
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                if body is not None and body.error is not None:
+                    raise body.error from None
+                raise translate_upstream_error(exc) from None
+        raise AssertionError("unreachable")
+
+    async def relay(
+        self,
+        request: web.BaseRequest,
+        upstream: aiohttp.ClientResponse,
+        request_id: str,
+    ) -> web.StreamResponse:
+        """Stream the upstream response to the client; the caller releases ``upstream``."""
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        copy_response_headers(upstream.headers, response.headers, request_id)
+        status = upstream.status
+        length = upstream.content_length
+        try:
+            if request.method == "HEAD" or status in (204, 304) or status < 200:
+                await response.prepare(request)
+                await response.write_eof()
+            elif length is not None and length <= _SMALL_BODY:
+                body = await upstream.read()
+                await response.prepare(request)
+                await response.write_eof(body)
+            else:
+                await response.prepare(request)
+                content = upstream.content
+                while True:
+                    chunk = await content.readany()
+                    if not chunk:
+                        break
+                    await response.write(chunk)
+                await response.write_eof()
+        except ConnectionResetError as exc:  # the client went away (aiohttp's ClientConnectionResetError too)
+            raise ClientGone() from exc
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise translate_upstream_error(exc) from None
+        return response
+
+
+def translate_upstream_error(exc: BaseException) -> UpstreamError:
+    """Map aiohttp's exceptions onto ours by type; the message is safe to show."""
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return UpstreamTimeout("timeout", "the upstream service did not answer in time")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamUnavailable("refused", "the upstream service refused the connection")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return UpstreamUnavailable("invalid_response", "the upstream service sent an invalid response")
+    return UpstreamUnavailable("reset", "the upstream service closed the connection")

@@ -1,0 +1,177 @@
+"""Header rules for forwarded requests and responses (pure functions of values).
+
+Hop-by-hop headers are connection-specific and never forwarded (RFC 9110 7.6.1):
+the fixed list below plus every header named in ``Connection``. X-Forwarded-* and
+Forwarded are believed only from ``trusted_proxies``; from anyone else they are
+replaced, so an upstream never sees a client-chosen address or scheme.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import itertools
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+# RFC 9110 7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding
+# and Upgrade; Trailer and the Proxy-Auth* pair are hop-by-hop per RFC 7230/2616 too.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "trailer",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+# Set by the proxy itself, so the client's values are dropped; Expect is answered here.
+_REQUEST_DROP = HOP_BY_HOP | {
+    "host",
+    "expect",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+}
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+
+
+class TrustedProxies:
+    """Answers "is this peer a trusted proxy?", caching answers per address."""
+
+    def __init__(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]):
+        self.networks = tuple(networks)
+        self.contains = functools.lru_cache(maxsize=4096)(self._contains)
+
+    def _contains(self, address: str | None) -> bool:
+        if not self.networks or not address:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.networks)
+
+
+def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """Header names listed in Connection (lower-case), which are hop-by-hop too."""
+    values = headers.getall("Connection", ())
+    if not values:
+        return frozenset()
+    return frozenset(token.strip().lower() for value in values for token in value.split(",") if token.strip())
+
+
+# Generated ids: a random per-process prefix and a counter. Unique without a syscall
+# per request (ids are correlation handles, not secrets).
+_ID_PREFIX = secrets.token_hex(10)
+_id_counter = itertools.count(1)
+
+
+def request_id_from(headers: CIMultiDictProxy[str]) -> str:
+    """The inbound X-Request-Id when well-formed, else a new unique one (32 hex digits)."""
+    inbound = headers.get("X-Request-Id")
+    if inbound is not None and _REQUEST_ID.fullmatch(inbound):
+        return inbound
+    return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+def upstream_request_headers(
+    headers: CIMultiDictProxy[str],
+    *,
+    peer: str,
+    peer_trusted: bool,
+    scheme: str,
+    host_header: str,
+    upstream_host: str | None,
+    request_id: str,
+    drop: frozenset[str] = frozenset(),
+) -> CIMultiDict[str]:
+    """Headers for the upstream request.
+
+    ``upstream_host`` is the Host to send (None keeps the client's, for preserve_host).
+    ``drop`` names further headers (lower-case) to remove.
+    """
+    remove = _REQUEST_DROP | connection_tokens(headers) | drop if "Connection" in headers or drop else _REQUEST_DROP
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in remove:
+            out.add(name, value)
+    out["Host"] = host_header if upstream_host is None else upstream_host
+    if peer_trusted:
+        # A trusted proxy appends its peer; we append ours (the trusted proxy itself).
+        forwarded_for = ", ".join(headers.getall("X-Forwarded-For", ()))
+        out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
+        out["X-Forwarded-Proto"] = headers.get("X-Forwarded-Proto", scheme)
+        out["X-Forwarded-Host"] = headers.get("X-Forwarded-Host", host_header)
+        for name in ("X-Forwarded-Port", "Forwarded", "X-Real-IP"):
+            for value in headers.getall(name, ()):
+                out.add(name, value)
+    else:
+        out["X-Forwarded-For"] = peer
+        out["X-Forwarded-Proto"] = scheme
+        out["X-Forwarded-Host"] = host_header
+    out["X-Request-Id"] = request_id
+    return out
+
+
+def copy_response_headers(headers: CIMultiDictProxy[str], out: CIMultiDict[str], request_id: str) -> None:
+    """Upstream response headers into ``out`` for the client: hop-by-hop removed,
+    X-Request-Id added, and Server set when the upstream sent none (aiohttp would
+    otherwise announce its own name and version)."""
+    remove = HOP_BY_HOP | connection_tokens(headers) if "Connection" in headers else HOP_BY_HOP
+    for name, value in headers.items():
+        if name.lower() not in remove:
+            out.add(name, value)
+    if "X-Request-Id" not in out:
+        out["X-Request-Id"] = request_id
+    if "Server" not in out:
+        out["Server"] = "authproxy"
+
+
+def response_headers(headers: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
+    """Upstream response headers for the client, as a new mapping (see ``copy_response_headers``)."""
+    out: CIMultiDict[str] = CIMultiDict()
+    copy_response_headers(headers, out, request_id)
+    return out
+
+
+def client_address(peer: str, forwarded_for: Sequence[str], trusted: TrustedProxies) -> str:
+    """The original client: the right-most X-Forwarded-For hop that is not a trusted proxy."""
+    if not trusted.contains(peer):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not trusted.contains(hop):
+            return hop
+    return hops[0] if hops else peer
+
+
+def effective_host(headers: CIMultiDictProxy[str], peer_trusted: bool) -> str:
+    """The Host the client asked for: X-Forwarded-Host from a trusted proxy, else Host."""
+    if peer_trusted:
+        forwarded = headers.get("X-Forwarded-Host")
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+    return headers.get("Host", "")
+
+
+def effective_scheme(headers: CIMultiDictProxy[str], peer_trusted: bool, own_scheme: str) -> str:
+    if peer_trusted:
+        forwarded = headers.get("X-Forwarded-Proto")
+        if forwarded:
+            scheme = forwarded.split(",")[0].strip().lower()
+            if scheme in ("http", "https"):
+                return scheme
+    return own_scheme

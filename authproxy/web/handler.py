@@ -1,0 +1,172 @@
+"""The proxy listener's request handler: normalise, match, forward, log, count.
+
+It runs under aiohttp's low-level server (no router): the compiled route table is
+the only dispatch, and everything it needs was built at start-up.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from aiohttp.http import HttpVersion11
+
+from authproxy import metrics
+from authproxy.config.schema import Config
+from authproxy.errors import BadRequest, ExpectationFailed, PayloadTooLarge, RequestRejected, RouteNotFound, UpstreamError
+from authproxy.logs import AccessLog, log, loggable_path
+from authproxy.policy.paths import normalise_path, split_target
+from authproxy.policy.routes import RouteTable, request_host
+from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody
+from authproxy.proxy.headers import (
+    TrustedProxies,
+    client_address,
+    effective_host,
+    effective_scheme,
+    request_id_from,
+    upstream_request_headers,
+)
+from authproxy.proxy.pages import error_response
+from authproxy.proxy.websocket import WebSocketRelay, is_websocket_upgrade
+
+CLIENT_CLOSED = 499  # nginx's convention for "client closed the request" in logs and metrics
+
+
+class ProxyHandler:
+    """Handles every request on the proxy listener."""
+
+    def __init__(self, config: Config, forwarder: Forwarder, access_log: AccessLog):
+        self.routes = RouteTable(config.routes)
+        self.trusted = TrustedProxies(config.trusted_proxies)  # type: ignore[arg-type]
+        self.forwarder = forwarder
+        self.access_log = access_log
+        self.idle_timeout = config.limits.client_idle_timeout
+        self.metrics = metrics.RequestMetrics()
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        started = time.perf_counter()
+        headers = request.headers
+        request_id = request_id_from(headers)
+        peer = request.remote or ""
+        peer_trusted = self.trusted.contains(peer)
+        route_name: str | None = None
+        upstream_status: int | None = None
+        status = 500
+        path, query = request.raw_path, ""
+        metrics.IN_FLIGHT.inc()
+        try:
+            try:
+                path, query = split_target(request.raw_path)
+                normalised = normalise_path(path)
+                path = normalised.path
+                host_header = effective_host(headers, peer_trusted)
+                found = self.routes.match(request_host(host_header), path, request.method)
+                if found is None:
+                    raise RouteNotFound("no route matches this request")
+                route, matched = found
+                route_name = route.name
+                if normalised.has_encoded_slash and not route.allow_encoded_slashes:
+                    raise BadRequest("encoded slashes (%2F, %5C) are not allowed on this route")
+                length = request.content_length
+                if route.max_body is not None and length is not None and length > route.max_body:
+                    raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
+
+                url = self.forwarder.upstream_url(route, route.upstream_path(path, matched), query)
+                upstream_headers = upstream_request_headers(
+                    headers,
+                    peer=peer,
+                    peer_trusted=peer_trusted,
+                    scheme=effective_scheme(headers, peer_trusted, request.scheme),
+                    host_header=host_header,
+                    upstream_host=None if route.preserve_host else route.upstream.host_header,
+                    request_id=request_id,
+                )
+                if is_websocket_upgrade(request):
+                    relay = WebSocketRelay(
+                        self.forwarder.session, route.max_body, route.connect_timeout + route.read_timeout
+                    )
+                    response = await relay.run(request, url, upstream_headers, request_id)
+                    upstream_status = relay.upstream_status
+                    status = response.status
+                    return response
+
+                body = None
+                if request.body_exists:
+                    await self._answer_expect(request)
+                    body = RequestBody(request.content, route.max_body, self.idle_timeout)
+                sent = time.perf_counter()
+                upstream = await self.forwarder.open(request, route, url, upstream_headers, body)
+                self.metrics.upstream(route_name, time.perf_counter() - sent)
+                upstream_status = status = upstream.status
+                try:
+                    return await self.forwarder.relay(request, upstream, request_id)
+                except ClientGone:
+                    status = CLIENT_CLOSED
+                    upstream.close()
+                    raise
+                except UpstreamError as exc:
+                    # Headers are already sent: the only honest signal left is to cut the connection.
+                    metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()
+                    self._log_upstream_error(request_id, route_name, exc, after_headers=True)
+                    upstream.close()
+                    if request.transport is not None:
+                        request.transport.close()
+                    raise ClientGone() from None
+                finally:
+                    upstream.release()
+            except RequestRejected as exc:
+                status = exc.status
+                return error_response(exc.status, exc.error, exc.reason, request_id, accept=headers.get("Accept"))
+            except UpstreamError as exc:
+                status = exc.status
+                metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()
+                self._log_upstream_error(request_id, route_name, exc, after_headers=False)
+                return error_response(exc.status, exc.error, exc.reason, request_id, accept=headers.get("Accept"))
+        except ClientGone:
+            status = CLIENT_CLOSED
+            return web.Response(status=CLIENT_CLOSED)  # never reaches the client: its connection is gone
+        finally:
+            metrics.IN_FLIGHT.dec()
+            elapsed = time.perf_counter() - started
+            self.metrics.request(route_name or metrics.NO_ROUTE, request.method, status, elapsed)
+            if self.access_log.enabled:
+                self.access_log.write(
+                    request_id=request_id,
+                    method=request.method,
+                    path=loggable_path(path, query),
+                    route=route_name,
+                    status=status,
+                    upstream_status=upstream_status,
+                    duration=elapsed,
+                    client=client_address(peer, headers.getall("X-Forwarded-For", ()), self.trusted),
+                )
+
+    @staticmethod
+    def _log_upstream_error(request_id: str, route: str | None, exc: UpstreamError, *, after_headers: bool) -> None:
+        log().warning(
+            "upstream_error",
+            extra={"fields": {"request_id": request_id, "route": route, "kind": exc.kind, "after_headers": after_headers}},
+        )
+
+    async def _answer_expect(self, request: web.BaseRequest) -> None:
+        """Answer ``Expect: 100-continue`` ourselves once the request is accepted (RFC 9110 10.1.1)."""
+        expect = request.headers.get("Expect")
+        if expect is None:
+            return
+        if expect.lower() != "100-continue":
+            raise ExpectationFailed("only 'Expect: 100-continue' is supported")
+        if request.version >= HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def server_options(config: Config) -> dict[str, object]:
+    """Keyword arguments for aiohttp's low-level ``web.Server`` from ``limits``."""
+    limits = config.limits
+    return {
+        "max_line_size": limits.header_size,
+        "max_field_size": limits.header_size,
+        "max_headers": limits.max_headers,
+        "keepalive_timeout": limits.client_idle_timeout,
+        "handler_cancellation": False,  # a client leaving must not cancel the upstream write midway
+    }
+

@@ -1,0 +1,97 @@
+"""Lifecycle of one serving process: start-up, serve, drain, shutdown.
+
+Used directly with ``workers: 1`` (this process also serves the admin listener)
+and by each worker under the supervisor (which then serves the admin listener).
+On SIGTERM/SIGINT the listener closes at once, in-flight requests get up to
+``shutdown_timeout`` to finish, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from aiohttp import web
+
+from authproxy import __version__
+from authproxy.config.schema import Config
+from authproxy.logs import AccessLog, log
+from authproxy.proxy.forward import Forwarder
+from authproxy.web.admin import Readiness, admin_app, readiness_probe
+from authproxy.web.handler import ProxyHandler, server_options
+
+# A worker tells its supervisor its state by writing one of these lines to a pipe.
+STATUS_READY = b"ready\n"
+STATUS_STOPPING = b"stopping\n"
+
+
+async def serve(config: Config, *, reuse_port: bool = False, status_fd: int | None = None, serve_admin: bool = True) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # SIGHUP would terminate the process by default; configuration reload comes with route rules.
+    loop.add_signal_handler(signal.SIGHUP, lambda: log().warning("sighup_ignored", extra={"fields": {"reason": "reload is not supported yet"}}))
+
+    readiness = Readiness()
+    forwarder = Forwarder(client_idle_timeout=config.limits.client_idle_timeout)
+    await forwarder.start()
+    handler = ProxyHandler(config, forwarder, AccessLog(config.log))
+    runner = web.ServerRunner(web.Server(handler, **server_options(config)), shutdown_timeout=config.shutdown_timeout)
+    admin_runner: web.AppRunner | None = None
+    try:
+        await runner.setup()
+        listen = config.listen
+        site = web.TCPSite(runner, listen.host, listen.port, reuse_port=reuse_port or None, backlog=1024)
+        try:
+            await site.start()
+        except OSError as exc:
+            log().error("listen_failed", extra={"fields": {"address": str(listen), "error": exc.strerror or str(exc)}})
+            return 1
+        if serve_admin:
+            admin_runner = web.AppRunner(admin_app(readiness_probe(readiness)), access_log=None)
+            await admin_runner.setup()
+            admin = config.admin_listen
+            try:
+                await web.TCPSite(admin_runner, admin.host, admin.port, backlog=128).start()
+            except OSError as exc:
+                log().error("listen_failed", extra={"fields": {"address": str(admin), "error": exc.strerror or str(exc)}})
+                return 1
+
+        readiness.done("startup")
+        _report(status_fd, STATUS_READY)
+        log().info(
+            "started",
+            extra={
+                "fields": {
+                    "version": __version__,
+                    "listen": str(config.listen),
+                    "admin_listen": str(config.admin_listen) if serve_admin else None,
+                    "routes": len(config.routes),
+                    "pid": os.getpid(),
+                }
+            },
+        )
+        await stop.wait()
+        log().info("stopping", extra={"fields": {"shutdown_timeout_s": config.shutdown_timeout}})
+        readiness.pending("shutdown", "shutting down")
+        _report(status_fd, STATUS_STOPPING)
+        await runner.cleanup()  # stop accepting, then wait for in-flight requests
+        log().info("stopped", extra={"fields": {"pid": os.getpid()}})
+        return 0
+    finally:
+        await runner.cleanup()
+        await forwarder.close()
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+
+
+def _report(status_fd: int | None, status: bytes) -> None:
+    if status_fd is None:
+        return
+    try:
+        os.write(status_fd, status)
+    except OSError:  # the supervisor is gone; keep serving what is in flight
+        pass

@@ -1,0 +1,184 @@
+"""The supervisor for ``workers > 1``: N worker processes share the port (SO_REUSEPORT).
+
+The supervisor binds no proxy socket itself. It starts the workers, restarts one
+that dies (with backoff), forwards SIGTERM/SIGINT/SIGHUP, and serves the admin
+listener: /readyz is 200 when every running worker reports ready, /metrics is the
+sum over workers (prometheus-client multiprocess mode, one file set per worker).
+A worker that dies before it was ever ready means the configuration or the port
+cannot work, so the supervisor stops everything and exits 1 instead of looping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
+
+from authproxy.config.schema import Config
+from authproxy.logs import log
+from authproxy.web.admin import admin_app
+from authproxy.web.server import STATUS_READY, STATUS_STOPPING
+
+_BACKOFF_START = 0.5
+_BACKOFF_MAX = 30.0
+_STABLE_AFTER = 30.0  # a worker that ran this long resets the backoff
+
+
+class Worker:
+    """One worker slot: the current process for it and what it last reported."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.process: asyncio.subprocess.Process | None = None
+        self.state = "starting"
+        self.ever_ready = False
+        self.restarts = 0
+        self.status_reader: asyncio.Task[None] | None = None  # held so the task is not garbage-collected
+
+
+class Supervisor:
+    def __init__(self, config: Config, config_path: str, count: int):
+        self.config = config
+        self.config_path = config_path
+        self.workers = [Worker(index) for index in range(count)]
+        self.stopping = False
+        self.exit_code = 0
+        self._stop = asyncio.Event()
+        self._metrics_dir = tempfile.mkdtemp(prefix="authproxy-metrics-")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._forward_hup)
+        admin_runner = web.AppRunner(admin_app(self.readiness, self.exposition), access_log=None)
+        try:
+            await admin_runner.setup()
+            admin = self.config.admin_listen
+            try:
+                await web.TCPSite(admin_runner, admin.host, admin.port, backlog=128).start()
+            except OSError as exc:
+                log().error("listen_failed", extra={"fields": {"address": str(admin), "error": exc.strerror or str(exc)}})
+                return 1
+            log().info("supervisor_started", extra={"fields": {"workers": len(self.workers), "pid": os.getpid()}})
+            tasks = [asyncio.create_task(self._keep_running(worker)) for worker in self.workers]
+            await self._stop.wait()
+            await self._shutdown()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            log().info("supervisor_stopped", extra={"fields": {"exit_code": self.exit_code}})
+            return self.exit_code
+        finally:
+            await admin_runner.cleanup()
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    # --- admin views -------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        states = {str(worker.index): worker.state for worker in self.workers}
+        ready = not self.stopping and all(state == "ready" for state in states.values())
+        return ready, {"workers": states}
+
+    def exposition(self) -> bytes:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self._metrics_dir)
+        return generate_latest(registry)
+
+    # --- worker lifecycle --------------------------------------------------------
+
+    async def _keep_running(self, worker: Worker) -> None:
+        backoff = _BACKOFF_START
+        while not self.stopping:
+            started = time.monotonic()
+            process = await self._spawn(worker)
+            code = await process.wait()
+            multiprocess.mark_process_dead(process.pid, self._metrics_dir)
+            worker.state = "exited"
+            if self.stopping:
+                return
+            if not worker.ever_ready:
+                log().error("worker_failed_to_start", extra={"fields": {"worker": worker.index, "exit_code": code}})
+                self.exit_code = 1
+                self._stop.set()
+                return
+            backoff = _BACKOFF_START if time.monotonic() - started > _STABLE_AFTER else min(backoff * 2, _BACKOFF_MAX)
+            worker.restarts += 1
+            log().error(
+                "worker_exited",
+                extra={"fields": {"worker": worker.index, "exit_code": code, "restart_in_s": backoff}},
+            )
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=backoff)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _spawn(self, worker: Worker) -> asyncio.subprocess.Process:
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "authproxy", "worker",
+                "--config", self.config_path,
+                "--status-fd", str(write_fd),
+                pass_fds=(write_fd,),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        finally:
+            os.close(write_fd)
+        worker.process = process
+        worker.state = "starting"
+        worker.status_reader = asyncio.create_task(self._read_status(worker, process, read_fd))
+        return process
+
+    async def _read_status(self, worker: Worker, process: asyncio.subprocess.Process, read_fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+        )
+        try:
+            while True:
+                line = await reader.readline()
+                if not line or worker.process is not process:
+                    return
+                if line == STATUS_READY:
+                    worker.state = "ready"
+                    worker.ever_ready = True
+                elif line == STATUS_STOPPING:
+                    worker.state = "stopping"
+        finally:
+            transport.close()
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        running = [w.process for w in self.workers if w.process is not None and w.process.returncode is None]
+        for process in running:
+            _signal(process, signal.SIGTERM)
+        grace = self.config.shutdown_timeout + 5.0
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), timeout=grace)
+        except asyncio.TimeoutError:
+            for process in running:
+                if process.returncode is None:
+                    log().error("worker_killed", extra={"fields": {"pid": process.pid, "after_s": grace}})
+                    _signal(process, signal.SIGKILL)
+            await asyncio.gather(*(p.wait() for p in running))
+
+    def _forward_hup(self) -> None:
+        for worker in self.workers:
+            if worker.process is not None and worker.process.returncode is None:
+                _signal(worker.process, signal.SIGHUP)
+
+
+def _signal(process: asyncio.subprocess.Process, signum: int) -> None:
+    try:
+        process.send_signal(signum)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,52 @@
+"""The command line as a user runs it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from authproxy import __version__
+from tests.support.processes import ROOT, child_env
+
+
+def authproxy(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "authproxy", *args],
+        cwd=ROOT, env={**child_env(), **(env or {})}, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_version():
+    result = authproxy("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"authproxy {__version__}"
+
+
+def test_check_config_on_the_example():
+    result = authproxy("check-config", "config.example.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1
+    assert "ok: 2 route(s) (api-a, web)" in result.stdout
+
+
+def test_check_config_lists_every_error(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "listen: nowhere\nroutes:\n  - name: a\n    upstream: ${NOT_SET_ANYWHERE}\n    auth: public\n    colour: blue\n"
+    )
+    result = authproxy("check-config", str(broken))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("authproxy: invalid configuration (3 problem(s))")
+    assert f"{broken}:1: listen:" in result.stderr
+    assert f"{broken}:4: routes[0].upstream: environment variable NOT_SET_ANYWHERE" in result.stderr
+    assert f"{broken}:6: routes[0].colour: unknown key" in result.stderr
+
+
+def test_run_without_config():
+    result = authproxy("run", env={"AUTHPROXY_CONFIG": ""})
+    assert result.returncode == 2 and "--config" in result.stderr
+
+
+def test_no_command_prints_help():
+    result = authproxy()
+    assert result.returncode == 2 and "check-config" in result.stderr

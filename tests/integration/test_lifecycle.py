@@ -1,0 +1,204 @@
+"""Process lifecycle: graceful SIGTERM, workers under the supervisor, start-up failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.processes import ROOT, ProxyProcess, free_port, http_get, child_env
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def wait_until(predicate, timeout=20.0, message="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{message} not met after {timeout}s")
+
+
+def counter_total(exposition: str, family: str, **labels) -> float:
+    total = 0.0
+    for metric in text_string_to_metric_families(exposition):
+        for sample in metric.samples:
+            if sample.name == family and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+async def test_sigterm_lets_in_flight_requests_finish(upstream, tmp_path):
+    proxy = ProxyProcess(
+        {"shutdown_timeout": "10s", "routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}]}, tmp_path
+    )
+    async with aiohttp.ClientSession() as session:
+
+        async def slow_call():
+            async with session.get(proxy.url + "/slow/1200") as response:
+                return response.status, await response.text()
+
+        calls = [asyncio.create_task(slow_call()) for _ in range(20)]
+        await asyncio.sleep(0.4)  # all 20 are now waiting on the upstream
+        proxy.signal(signal.SIGTERM)
+        results = await asyncio.gather(*calls)
+        assert results == [(200, "slow done")] * 20
+        # the listener is closed: new connections are refused
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with session.get(proxy.url + "/x", timeout=aiohttp.ClientTimeout(total=2)) as response:
+                await response.read()
+    assert proxy.process.wait(15) == 0
+    events = [record.get("event") for record in proxy.log_records()]
+    assert "stopping" in events and events[-1] == "stopped"
+
+
+async def test_shutdown_timeout_bounds_the_wait(upstream, tmp_path):
+    proxy = ProxyProcess(
+        {"shutdown_timeout": "500ms", "routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}]}, tmp_path
+    )
+    async with aiohttp.ClientSession() as session:
+        call = asyncio.create_task(session.get(proxy.url + "/slow/30000"))
+        await asyncio.sleep(0.3)
+        proxy.signal(signal.SIGTERM)
+        # exits well before the 30 s request would have finished
+        assert await asyncio.to_thread(proxy.process.wait, 20) == 0
+        with pytest.raises(aiohttp.ClientError):
+            response = await call
+            await response.read()
+
+
+def test_port_in_use_fails_clearly(upstream, tmp_path):
+    port = free_port()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{free_port()}",
+             "routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}]}
+        )
+    )
+    import socket
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "authproxy", "run", "--config", str(config)],
+            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 1
+    assert "listen_failed" in result.stdout and f"127.0.0.1:{port}" in result.stdout
+
+
+def test_invalid_config_exits_2(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("routes: [{name: a, upstream: 'nope', auth: public}]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "authproxy", "run", "--config", str(config)],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 2
+    assert "routes[0].upstream" in result.stderr
+
+
+@pytest.fixture
+def workers(upstream, tmp_path):
+    proxy = ProxyProcess(
+        {"workers": 2, "shutdown_timeout": "5s", "routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}]},
+        tmp_path,
+    )
+    yield proxy
+    proxy.stop()
+
+
+def ready_workers(proxy) -> dict:
+    status, body = http_get(proxy.admin_url + "/readyz")
+    import json
+
+    return json.loads(body)["workers"] if status == 200 else {}
+
+
+async def test_workers_share_the_port_and_metrics_are_summed(workers):
+    wait_until(lambda: len(children(workers.pid)) == 2, message="two workers")
+    assert ready_workers(workers) == {"0": "ready", "1": "ready"}
+    requests = 200
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for _ in range(requests):
+            async with session.get(workers.url + "/echo") as response:
+                assert response.status == 200
+
+    def scraped_total() -> float:
+        status, body = http_get(workers.admin_url + "/metrics")
+        assert status == 200
+        return counter_total(body.decode(), "authproxy_requests_total", route="all", code="200")
+
+    # metrics and the access line are recorded just after the response leaves
+    wait_until(lambda: scraped_total() >= requests, timeout=5, message="all requests counted")
+    assert scraped_total() == requests
+    wait_until(lambda: len([r for r in workers.access_records() if r["path"] == "/echo"]) == requests, timeout=5,
+               message="all access lines written")
+
+
+async def test_killed_worker_is_restarted(workers):
+    wait_until(lambda: len(children(workers.pid)) == 2, message="two workers")
+    before = children(workers.pid)
+    victim = sorted(before)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: len(children(workers.pid)) == 2 and victim not in children(workers.pid), message="replacement worker")
+    wait_until(lambda: ready_workers(workers) == {"0": "ready", "1": "ready"}, message="both workers ready again")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session:
+        for _ in range(50):
+            async with session.get(workers.url + "/after-restart") as response:
+                assert response.status == 200
+    events = [record for record in workers.log_records() if record.get("event") == "worker_exited"]
+    assert events and events[0]["exit_code"] == -signal.SIGKILL
+
+
+async def test_supervisor_sigterm_stops_workers(workers):
+    wait_until(lambda: len(children(workers.pid)) == 2, message="two workers")
+    pids = children(workers.pid)
+    assert workers.stop() == 0
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_worker_that_cannot_start_stops_the_supervisor(upstream, tmp_path):
+    import socket
+
+    port = free_port()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{free_port()}", "workers": 2,
+             "routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}]}
+        )
+    )
+    with socket.socket() as blocker:  # bound without SO_REUSEPORT: workers cannot join
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "authproxy", "run", "--config", str(config)],
+            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert "worker_failed_to_start" in result.stdout
