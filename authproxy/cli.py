@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker")  # internal: started by the supervisor
     worker.add_argument("--config", required=True)
     worker.add_argument("--status-fd", type=int, required=True)
+    worker.add_argument("--metrics-dir", required=True)
     worker.set_defaults(func=_worker)
     return parser
 
@@ -103,7 +104,9 @@ def _worker(args: argparse.Namespace) -> int:
     from authproxy.web.server import serve
 
     configure_logging(config.log)
-    return _run_loop(serve(config, reuse_port=True, status_fd=args.status_fd, serve_admin=False))
+    return _run_loop(
+        serve(config, reuse_port=True, status_fd=args.status_fd, serve_admin=False, metrics_dir=args.metrics_dir)
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:

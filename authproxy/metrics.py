@@ -1,96 +1,188 @@
 """Every Prometheus metric authproxy exports, defined in this one place.
 
 Names and labels are a documented interface. Labels stay bounded: route names and
-fixed words, never paths, users or session ids. With ``workers > 1`` each worker
-writes prometheus-client multiprocess files and the supervisor serves their sum;
-gauges declare how they combine across workers (``multiprocess_mode``).
+fixed words, never paths, users or session ids.
+
+Per-request metrics (request counts, latencies, in-flight) are kept in plain
+integers by ``RequestStats`` and turned into metric families only when scraped
+(``RequestStatsCollector``): the hot path takes no lock and builds no objects.
+Rare events use prometheus-client's own Counter and Gauge.
+
+With ``workers > 1`` every worker writes its exposition to a snapshot file once a
+second (``write_snapshot``) and the supervisor serves their sum (``aggregate``):
+counters and histograms are summed over every worker that ever ran, so a restart
+never makes a counter go backwards; gauges combine over live workers only.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
 from authproxy import __version__
 
+# _created series double the output and no dashboard of ours reads them.
+disable_created_metrics()
+
 # 0.5 ms to 30 s: a proxy hop is sub-millisecond, a slow upstream can take seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BUCKET_LABELS = tuple(repr(bound) for bound in LATENCY_BUCKETS)
 
-# HTTP methods we label as themselves; anything else is "OTHER" so labels stay bounded.
+# HTTP methods labelled as themselves; anything else is "OTHER" so labels stay bounded.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 
-REQUESTS = Counter(
-    "authproxy_requests",
-    "Requests answered, by route, method and status code.",
-    ("route", "method", "code"),
-)
-REQUEST_DURATION = Histogram(
-    "authproxy_request_duration_seconds",
-    "Time from request received to response finished, by route.",
-    ("route",),
-    buckets=LATENCY_BUCKETS,
-)
-UPSTREAM_DURATION = Histogram(
-    "authproxy_upstream_duration_seconds",
-    "Time from sending a request upstream to receiving its response headers, by route.",
-    ("route",),
-    buckets=LATENCY_BUCKETS,
-)
+NO_ROUTE = "(none)"  # route label for requests that matched no route
+
 UPSTREAM_ERRORS = Counter(
     "authproxy_upstream_errors",
     "Upstream failures by route and kind (refused, timeout, reset, invalid_response).",
     ("route", "kind"),
 )
-IN_FLIGHT = Gauge(
-    "authproxy_requests_in_flight",
-    "Requests being handled now.",
-    multiprocess_mode="livesum",
-)
-READY = Gauge(
-    "authproxy_ready",
-    "1 when this process (every worker, under a supervisor) is ready to serve.",
-    multiprocess_mode="livemin",
-)
-BUILD_INFO = Gauge(
-    "authproxy_build_info",
-    "Always 1; the version label says which build runs.",
-    ("version",),
-    multiprocess_mode="max",
-)
+READY = Gauge("authproxy_ready", "1 when this process (every worker, under a supervisor) is ready to serve.")
+BUILD_INFO = Gauge("authproxy_build_info", "Always 1; the version label says which build runs.", ("version",))
 BUILD_INFO.labels(__version__).set(1)
 
-NO_ROUTE = "(none)"  # route label for requests that matched no route
+# How a gauge combines across live workers (default: sum).
+GAUGE_MODES = {"authproxy_ready": min, "authproxy_build_info": max}
 
 
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "OTHER"
 
 
-class RequestMetrics:
-    """Records one request; label children are cached so the hot path skips the registry lock.
+class LatencyHistogram:
+    """Counts per bucket (the last one is +Inf) and the sum, as plain numbers."""
 
-    Keys are bounded: route names from the config, known methods, status codes.
-    """
-
-    __slots__ = ("_requests", "_durations", "_upstream")
+    __slots__ = ("counts", "total")
 
     def __init__(self) -> None:
-        self._requests: dict[tuple[str, str, int], Counter] = {}
-        self._durations: dict[str, Histogram] = {}
-        self._upstream: dict[str, Histogram] = {}
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        buckets, running = [], 0
+        for label, count in zip(_BUCKET_LABELS, self.counts):
+            running += count
+            buckets.append((label, running))
+        buckets.append(("+Inf", running + self.counts[-1]))
+        return buckets
+
+
+class RequestStats:
+    """Per-request metrics of this process. Used from the event loop thread only."""
+
+    __slots__ = ("requests", "durations", "upstream_durations", "in_flight")
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.durations: dict[str, LatencyHistogram] = {}
+        self.upstream_durations: dict[str, LatencyHistogram] = {}
+        self.in_flight = 0
 
     def request(self, route: str, method: str, code: int, seconds: float) -> None:
-        key = (route, method_label(method), code)
-        counter = self._requests.get(key)
-        if counter is None:
-            counter = self._requests[key] = REQUESTS.labels(key[0], key[1], str(code))
-        counter.inc()
-        histogram = self._durations.get(route)
+        key = (route, method if method in KNOWN_METHODS else "OTHER", code)
+        requests = self.requests
+        requests[key] = requests.get(key, 0) + 1
+        histogram = self.durations.get(route)
         if histogram is None:
-            histogram = self._durations[route] = REQUEST_DURATION.labels(route)
+            histogram = self.durations[route] = LatencyHistogram()
         histogram.observe(seconds)
 
     def upstream(self, route: str, seconds: float) -> None:
-        histogram = self._upstream.get(route)
+        histogram = self.upstream_durations.get(route)
         if histogram is None:
-            histogram = self._upstream[route] = UPSTREAM_DURATION.labels(route)
+            histogram = self.upstream_durations[route] = LatencyHistogram()
         histogram.observe(seconds)
+
+
+class RequestStatsCollector(Collector):
+    """Turns ``RequestStats`` into metric families at scrape time."""
+
+    def __init__(self, stats: RequestStats):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        requests = CounterMetricFamily(
+            "authproxy_requests", "Requests answered, by route, method and status code.", labels=("route", "method", "code")
+        )
+        for (route, method, code), count in sorted(stats.requests.items()):
+            requests.add_metric((route, method, str(code)), count)
+        yield requests
+        yield _histogram_family(
+            "authproxy_request_duration_seconds",
+            "Time from request received to response finished, by route.",
+            stats.durations,
+        )
+        yield _histogram_family(
+            "authproxy_upstream_duration_seconds",
+            "Time from sending a request upstream to receiving its response headers, by route.",
+            stats.upstream_durations,
+        )
+        yield GaugeMetricFamily("authproxy_requests_in_flight", "Requests being handled now.", value=stats.in_flight)
+
+
+def _histogram_family(name: str, documentation: str, histograms: dict[str, LatencyHistogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=("route",))
+    for route, histogram in sorted(histograms.items()):
+        family.add_metric((route,), histogram.cumulative(), histogram.total)
+    return family
+
+
+STATS = RequestStats()
+REGISTRY.register(RequestStatsCollector(STATS))
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)
+
+
+# --- workers under a supervisor ------------------------------------------------------
+
+
+def write_snapshot(directory: str, name: str) -> None:
+    """Atomically replace ``directory/name.prom`` with this process's exposition."""
+    target = Path(directory) / f"{name}.prom"
+    temporary = target.with_suffix(".tmp")
+    temporary.write_bytes(exposition())
+    os.replace(temporary, target)
+
+
+def aggregate(snapshots: Iterable[tuple[str, bool]]) -> bytes:
+    """Sum worker snapshots (text, alive): counters and histograms over all, gauges over live ones."""
+    families: dict[str, Metric] = {}
+    values: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[float]] = {}
+    for text, alive in snapshots:
+        for family in text_string_to_metric_families(text):
+            if family.type == "gauge" and not alive:
+                continue
+            families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            for sample in family.samples:
+                key = (family.name, sample.name, tuple(sorted(sample.labels.items())))
+                values.setdefault(key, []).append(sample.value)
+    for (family_name, sample_name, labels), found in values.items():
+        family = families[family_name]
+        if family.type == "gauge":
+            value = GAUGE_MODES.get(family_name, sum)(found)  # type: ignore[operator]
+        else:
+            value = sum(found)
+        family.add_sample(sample_name, dict(labels), value)
+
+    class _Snapshot(Collector):
+        def collect(self) -> Iterator[Metric]:
+            return iter(families.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot())
+    return generate_latest(registry)

@@ -64,6 +64,7 @@ class Result:
     p99_ms: float
     peak_rss_mib: float | None
     errors: int
+    cpu_us: float | None  # CPU time of the measured process tree per request: steadier than req/s here
 
 
 def free_port() -> int:
@@ -132,14 +133,27 @@ def run_wrk(url: str, duration: int) -> tuple[float, float, float, int]:
     return rps, p50, p99, errors
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def measure(name: str, workers: int | None, port: int, pids: list[int]) -> Result:
     url = f"http://127.0.0.1:{port}/bench"
     run_wrk(url, 2)  # warm-up: connections, pools, caches
+    cpu_before = cpu_seconds(pids)
     rps, p50, p99, errors = run_wrk(url, DURATION)
+    cpu_us = (cpu_seconds(pids) - cpu_before) / (rps * DURATION) * 1e6 if pids else None
     rss = peak_rss_mib(pids) if pids else None
-    result = Result(name, workers, rps, p50, p99, rss, errors)
+    result = Result(name, workers, rps, p50, p99, rss, errors, cpu_us)
     print(f"  {name:<28} workers={workers or '-'}  {rps:>9.0f} req/s  p50 {p50:.2f} ms  p99 {p99:.2f} ms"
-          f"  rss {rss or 0:.0f} MiB  errors {errors}", flush=True)
+          f"  rss {rss or 0:.0f} MiB  cpu {cpu_us or 0:.0f} us/req  errors {errors}", flush=True)
     return result
 
 
@@ -212,14 +226,20 @@ def main() -> int:
 
 def write_results(results: list[Result]) -> None:
     minimal = {r.workers: r.rps for r in results if r.name.startswith("minimal")}
+    minimal_cpu = {r.workers: r.cpu_us for r in results if r.name.startswith("minimal")}
     lines = [
-        "| target | workers | req/s | p50 ms | p99 ms | peak RSS MiB | errors | vs minimal |",
-        "|---|---|---|---|---|---|---|---|",
+        "| target | workers | req/s | p50 ms | p99 ms | peak RSS MiB | CPU µs/req | errors | req/s vs minimal | CPU vs minimal |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ratio = f"{r.rps / minimal[r.workers]:.2f}x" if r.workers in minimal else "-"
+        cpu_ratio = f"{r.cpu_us / minimal_cpu[r.workers]:.2f}x" if r.cpu_us and minimal_cpu.get(r.workers) else "-"
         rss = f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib is not None else "-"
-        lines.append(f"| {r.name} | {r.workers or '-'} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {rss} | {r.errors} | {ratio} |")
+        cpu = f"{r.cpu_us:.0f}" if r.cpu_us is not None else "-"
+        lines.append(
+            f"| {r.name} | {r.workers or '-'} | {r.rps:.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {rss} | {cpu} | {r.errors} "
+            f"| {ratio} | {cpu_ratio} |"
+        )
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     header = [
@@ -232,7 +252,8 @@ def write_results(results: list[Result]) -> None:
         f"- machine: {os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}",
         f"- load: wrk -t{THREADS} -c{CONNECTIONS} -d{DURATION}s against GET /bench; upstream nginx returns 1 KiB",
         "- authproxy: public route, access log on (to a file), metrics on; minimal: bench/minimal_proxy.py",
-        "- the load generator, nginx and the proxy share the same cores",
+        "- the load generator, nginx and the proxy share the same cores; CPU µs/req is the measured",
+        "  process tree's user+system time over the requests served (lower is better), steadier than req/s",
         "",
     ]
     (HERE / "RESULTS.md").write_text("\n".join(header + lines) + "\n")

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from authproxy import metrics
 
@@ -44,7 +44,7 @@ def admin_app(
     exposition: Callable[[], bytes] | None = None,
 ) -> web.Application:
     """``ready`` returns (is ready, JSON detail); ``exposition`` renders /metrics."""
-    render = exposition or (lambda: generate_latest(REGISTRY))
+    render = exposition or metrics.exposition
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

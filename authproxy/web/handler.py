@@ -41,7 +41,7 @@ class ProxyHandler:
         self.forwarder = forwarder
         self.access_log = access_log
         self.idle_timeout = config.limits.client_idle_timeout
-        self.metrics = metrics.RequestMetrics()
+        self.stats = metrics.STATS
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
@@ -53,7 +53,8 @@ class ProxyHandler:
         upstream_status: int | None = None
         status = 500
         path, query = request.raw_path, ""
-        metrics.IN_FLIGHT.inc()
+        stats = self.stats
+        stats.in_flight += 1
         try:
             try:
                 path, query = split_target(request.raw_path)
@@ -96,7 +97,7 @@ class ProxyHandler:
                     body = RequestBody(request.content, route.max_body, self.idle_timeout)
                 sent = time.perf_counter()
                 upstream = await self.forwarder.open(request, route, url, upstream_headers, body)
-                self.metrics.upstream(route_name, time.perf_counter() - sent)
+                self.stats.upstream(route_name, time.perf_counter() - sent)
                 upstream_status = status = upstream.status
                 try:
                     return await self.forwarder.relay(request, upstream, request_id)
@@ -126,9 +127,9 @@ class ProxyHandler:
             status = CLIENT_CLOSED
             return web.Response(status=CLIENT_CLOSED)  # never reaches the client: its connection is gone
         finally:
-            metrics.IN_FLIGHT.dec()
+            stats.in_flight -= 1
             elapsed = time.perf_counter() - started
-            self.metrics.request(route_name or metrics.NO_ROUTE, request.method, status, elapsed)
+            stats.request(route_name or metrics.NO_ROUTE, request.method, status, elapsed)
             if self.access_log.enabled:
                 self.access_log.write(
                     request_id=request_id,
@@ -168,5 +169,6 @@ def server_options(config: Config) -> dict[str, object]:
         "max_headers": limits.max_headers,
         "keepalive_timeout": limits.client_idle_timeout,
         "handler_cancellation": False,  # a client leaving must not cancel the upstream write midway
+        "access_log": None,  # ours is written by the handler, with the route and request id
     }
 

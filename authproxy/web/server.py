@@ -14,7 +14,7 @@ import signal
 
 from aiohttp import web
 
-from authproxy import __version__
+from authproxy import __version__, metrics
 from authproxy.config.schema import Config
 from authproxy.logs import AccessLog, log
 from authproxy.proxy.forward import Forwarder
@@ -24,10 +24,22 @@ from authproxy.web.handler import ProxyHandler, server_options
 # A worker tells its supervisor its state by writing one of these lines to a pipe.
 STATUS_READY = b"ready\n"
 STATUS_STOPPING = b"stopping\n"
+SNAPSHOT_INTERVAL = 1.0  # seconds; the supervisor's /metrics lags the workers by at most this
 
 
-async def serve(config: Config, *, reuse_port: bool = False, status_fd: int | None = None, serve_admin: bool = True) -> int:
-    """Serve until SIGTERM/SIGINT; return the process exit code."""
+async def serve(
+    config: Config,
+    *,
+    reuse_port: bool = False,
+    status_fd: int | None = None,
+    serve_admin: bool = True,
+    metrics_dir: str | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; return the process exit code.
+
+    Under a supervisor (``metrics_dir`` set) the metrics snapshot is written once a
+    second and a last time after draining, for the supervisor to sum.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -74,11 +86,15 @@ async def serve(config: Config, *, reuse_port: bool = False, status_fd: int | No
                 }
             },
         )
+        snapshots = asyncio.create_task(_write_snapshots(metrics_dir)) if metrics_dir else None
         await stop.wait()
         log().info("stopping", extra={"fields": {"shutdown_timeout_s": config.shutdown_timeout}})
         readiness.pending("shutdown", "shutting down")
         _report(status_fd, STATUS_STOPPING)
         await runner.cleanup()  # stop accepting, then wait for in-flight requests
+        if snapshots is not None:
+            snapshots.cancel()
+            metrics.write_snapshot(metrics_dir, f"worker-{os.getpid()}")  # type: ignore[arg-type]
         log().info("stopped", extra={"fields": {"pid": os.getpid()}})
         return 0
     finally:
@@ -86,6 +102,16 @@ async def serve(config: Config, *, reuse_port: bool = False, status_fd: int | No
         await forwarder.close()
         if admin_runner is not None:
             await admin_runner.cleanup()
+
+
+async def _write_snapshots(directory: str) -> None:
+    name = f"worker-{os.getpid()}"
+    while True:
+        try:
+            metrics.write_snapshot(directory, name)
+        except OSError as exc:
+            log().warning("metrics_snapshot_failed", extra={"fields": {"error": exc.strerror or str(exc)}})
+        await asyncio.sleep(SNAPSHOT_INTERVAL)
 
 
 def _report(status_fd: int | None, status: bytes) -> None:

@@ -3,7 +3,7 @@
 The supervisor binds no proxy socket itself. It starts the workers, restarts one
 that dies (with backoff), forwards SIGTERM/SIGINT/SIGHUP, and serves the admin
 listener: /readyz is 200 when every running worker reports ready, /metrics is the
-sum over workers (prometheus-client multiprocess mode, one file set per worker).
+sum over workers (each writes a snapshot file once a second; see ``metrics.aggregate``).
 A worker that dies before it was ever ready means the configuration or the port
 cannot work, so the supervisor stops everything and exits 1 instead of looping.
 """
@@ -17,10 +17,11 @@ import signal
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 
+from authproxy import metrics
 from authproxy.config.schema import Config
 from authproxy.logs import log
 from authproxy.web.admin import admin_app
@@ -86,9 +87,15 @@ class Supervisor:
         return ready, {"workers": states}
 
     def exposition(self) -> bytes:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=self._metrics_dir)
-        return generate_latest(registry)
+        live = {str(w.process.pid) for w in self.workers if w.process is not None and w.process.returncode is None}
+        snapshots = []
+        for path in sorted(Path(self._metrics_dir).glob("worker-*.prom")):
+            try:
+                text = path.read_text()
+            except OSError:
+                continue
+            snapshots.append((text, path.stem.removeprefix("worker-") in live))
+        return metrics.aggregate(snapshots)
 
     # --- worker lifecycle --------------------------------------------------------
 
@@ -98,7 +105,6 @@ class Supervisor:
             started = time.monotonic()
             process = await self._spawn(worker)
             code = await process.wait()
-            multiprocess.mark_process_dead(process.pid, self._metrics_dir)
             worker.state = "exited"
             if self.stopping:
                 return
@@ -120,14 +126,13 @@ class Supervisor:
 
     async def _spawn(self, worker: Worker) -> asyncio.subprocess.Process:
         read_fd, write_fd = os.pipe()
-        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=self._metrics_dir)
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "authproxy", "worker",
                 "--config", self.config_path,
                 "--status-fd", str(write_fd),
+                "--metrics-dir", self._metrics_dir,
                 pass_fds=(write_fd,),
-                env=env,
                 stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
         finally:

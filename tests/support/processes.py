@@ -96,14 +96,14 @@ class ProxyProcess:
         self.config_path = workdir / f"{name}.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = workdir / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "authproxy", "run", "--config", str(self.config_path)],
-            cwd=ROOT,
-            env={**child_env(), **(env or {})},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "authproxy", "run", "--config", str(self.config_path)],
+                cwd=ROOT,
+                env={**child_env(), **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.wait_ready()
 
     @property
@@ -137,8 +137,6 @@ class ProxyProcess:
         raise TimeoutError(f"authproxy not ready after {timeout}s:\n{self.logs()}")
 
     def logs(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def log_records(self) -> list[dict]:
@@ -165,5 +163,4 @@ class ProxyProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._log.close()
         return self.process.returncode
