@@ -7,6 +7,7 @@
     ├── RequestRejected          a client request refused before any upstream call
     │   ├── BadRequest           400: malformed or hostile request target
     │   ├── RouteNotFound        404: no route matches
+    │   ├── RequestTimeout       408: the client stopped sending its body
     │   ├── PayloadTooLarge      413: body over the route's max_body
     │   └── ExpectationFailed    417: an Expect other than 100-continue
     └── UpstreamError            the upstream failed; ``kind`` is refused | timeout | reset
@@ -67,6 +68,11 @@ class BadRequest(RequestRejected):
 class RouteNotFound(RequestRejected):
     status = 404
     error = "not_found"
+
+
+class RequestTimeout(RequestRejected):
+    status = 408
+    error = "request_timeout"
 
 
 class PayloadTooLarge(RequestRejected):

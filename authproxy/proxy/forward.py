@@ -15,7 +15,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from authproxy.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from authproxy.errors import (
+    PayloadTooLarge,
+    RequestRejected,
+    RequestTimeout,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from authproxy.policy.routes import Route
 from authproxy.proxy.headers import copy_response_headers
 
@@ -46,8 +53,11 @@ class RequestBody:
         content = self._content
         try:
             while True:
-                async with asyncio.timeout(self._idle):
-                    chunk = await content.readany()
+                try:
+                    async with asyncio.timeout(self._idle):
+                        chunk = await content.readany()
+                except TimeoutError:
+                    raise RequestTimeout(f"no request body data arrived for {self._idle:g}s") from None
                 if not chunk:
                     return
                 self.received += len(chunk)
@@ -145,7 +155,7 @@ class Forwarder:
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 if body is not None and body.error is not None:
-                    raise body.error from None
+                    raise _body_failure(body.error) from None
                 # A pooled keep-alive connection the upstream closed just as we reused
                 # it: a bodiless idempotent request is safe to send once more.
                 if attempt + 1 < attempts and not isinstance(exc, aiohttp.ClientConnectorError):
@@ -153,7 +163,7 @@ class Forwarder:
                 raise translate_upstream_error(exc) from None
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 if body is not None and body.error is not None:
-                    raise body.error from None
+                    raise _body_failure(body.error) from None
                 raise translate_upstream_error(exc) from None
         raise AssertionError("unreachable")
 
@@ -190,6 +200,13 @@ class Forwarder:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise translate_upstream_error(exc) from None
         return response
+
+
+def _body_failure(error: Exception) -> Exception:
+    """What went wrong reading the client's body: a refusal we answer, or the client gone."""
+    if isinstance(error, RequestRejected):
+        return error
+    return ClientGone()
 
 
 def translate_upstream_error(exc: BaseException) -> UpstreamError:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -62,6 +64,10 @@ async def test_sigterm_lets_in_flight_requests_finish(upstream, tmp_path):
         calls = [asyncio.create_task(slow_call()) for _ in range(20)]
         await asyncio.sleep(0.4)  # all 20 are now waiting on the upstream
         proxy.signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        # while draining, readiness says so, with a reason
+        status, body = await asyncio.to_thread(http_get, proxy.admin_url + "/readyz")
+        assert status == 503 and json.loads(body)["pending"] == {"shutdown": "shutting down"}
         results = await asyncio.gather(*calls)
         assert results == [(200, "slow done")] * 20
         # the listener is closed: new connections are refused
@@ -88,24 +94,28 @@ async def test_shutdown_timeout_bounds_the_wait(upstream, tmp_path):
             await response.read()
 
 
-def test_port_in_use_fails_clearly(upstream, tmp_path):
+def run_with_port_taken(upstream, tmp_path, workers: int) -> tuple[subprocess.CompletedProcess, int]:
+    """``authproxy run`` while another socket (without SO_REUSEPORT) holds the listen port."""
     port = free_port()
     config = tmp_path / "c.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{free_port()}",
+            {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{free_port()}", "workers": workers,
              "routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}]}
         )
     )
-    import socket
-
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
         result = subprocess.run(
             [sys.executable, "-m", "authproxy", "run", "--config", str(config)],
-            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=30,
+            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60,
         )
+    return result, port
+
+
+def test_port_in_use_fails_clearly(upstream, tmp_path):
+    result, port = run_with_port_taken(upstream, tmp_path, workers=1)
     assert result.returncode == 1
     assert "listen_failed" in result.stdout and f"127.0.0.1:{port}" in result.stdout
 
@@ -133,8 +143,6 @@ def workers(upstream, tmp_path):
 
 def ready_workers(proxy) -> dict:
     status, body = http_get(proxy.admin_url + "/readyz")
-    import json
-
     return json.loads(body)["workers"] if status == 200 else {}
 
 
@@ -183,22 +191,6 @@ async def test_supervisor_sigterm_stops_workers(workers):
 
 
 def test_worker_that_cannot_start_stops_the_supervisor(upstream, tmp_path):
-    import socket
-
-    port = free_port()
-    config = tmp_path / "c.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{free_port()}", "workers": 2,
-             "routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}]}
-        )
-    )
-    with socket.socket() as blocker:  # bound without SO_REUSEPORT: workers cannot join
-        blocker.bind(("127.0.0.1", port))
-        blocker.listen()
-        result = subprocess.run(
-            [sys.executable, "-m", "authproxy", "run", "--config", str(config)],
-            cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60,
-        )
+    result, _ = run_with_port_taken(upstream, tmp_path, workers=2)
     assert result.returncode == 1
     assert "worker_failed_to_start" in result.stdout

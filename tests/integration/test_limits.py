@@ -1,0 +1,71 @@
+"""Client limits: idle timeouts, stalled and abandoned uploads, header size."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.processes import ProxyProcess
+from tests.support.raw import read_response
+
+
+@pytest.fixture(scope="module")
+def proxy(upstream, tmp_path_factory):
+    server = ProxyProcess(
+        {
+            "limits": {"client_idle_timeout": "1s", "header_size": "2KiB", "max_headers": 20},
+            "routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}],
+        },
+        tmp_path_factory.mktemp("limits"),
+    )
+    yield server
+    server.stop()
+
+
+async def test_stalled_upload_gets_408(proxy):
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789")
+    await writer.drain()
+    status, _, body = await asyncio.wait_for(read_response(reader), 10)
+    writer.close()
+    assert status == 408
+    assert b"request_timeout" in body
+
+
+async def test_abandoned_upload_is_logged_as_client_closed(proxy):
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: h\r\nX-Request-Id: abandoned-1\r\nContent-Length: 1000000\r\n\r\n")
+    writer.write(b"a" * 100_000)
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.transport.abort()
+    for _ in range(50):
+        records = [r for r in proxy.access_records() if r["request_id"] == "abandoned-1"]
+        if records:
+            break
+        await asyncio.sleep(0.1)
+    assert records and records[0]["status"] == 499
+    text = proxy.logs()
+    assert "Traceback" not in text and "Error handling request" not in text
+
+
+async def test_idle_keepalive_connection_is_closed(proxy):
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+    await writer.drain()
+    status, _, _ = await asyncio.wait_for(read_response(reader), 5)
+    assert status == 200
+    # nothing more is sent: the proxy closes the connection after client_idle_timeout
+    assert await asyncio.wait_for(reader.read(), 10) == b""
+    writer.close()
+
+
+async def test_too_many_or_too_large_headers(proxy):
+    for extra in (b"X-Big: " + b"a" * 3000 + b"\r\n", b"".join(b"X-H%d: 1\r\n" % i for i in range(40))):
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"GET /x HTTP/1.1\r\nHost: h\r\n" + extra + b"\r\n")
+        await writer.drain()
+        status, _, _ = await asyncio.wait_for(read_response(reader), 5)
+        writer.close()
+        assert status in (400, 431)
