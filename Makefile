@@ -8,9 +8,10 @@ PIP_STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 NPM_STAMP := node_modules/.stamp-$(shell cat package-lock.json | md5sum | cut -c1-12)
 
 # COMMAND:PACKAGE pairs, installed only when the command is missing.
+DEBS_TEST := node:nodejs npm:npm
 DEBS_BENCH := nginx:nginx wrk:wrk
 
-.PHONY: test demo bench setup check-config clean
+.PHONY: test demo bench setup debs check-config clean
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -25,7 +26,10 @@ bench: setup
 check-config: setup
 	$(VENV)/bin/authproxy check-config config.example.yaml
 
-setup: $(PIP_STAMP) $(NPM_STAMP)
+setup: debs $(PIP_STAMP) $(NPM_STAMP)
+
+debs:
+	./scripts/ensure-debs.sh $(DEBS_TEST)
 
 $(PIP_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", required=True)
     worker.add_argument("--status-fd", type=int, required=True)
     worker.add_argument("--metrics-dir", required=True)
+    worker.add_argument("--supervisor-pid", type=int, required=True)
     worker.set_defaults(func=_worker)
     return parser
 
@@ -103,10 +104,27 @@ def _worker(args: argparse.Namespace) -> int:
     from authproxy.logs import configure_logging
     from authproxy.web.server import serve
 
+    _die_with_parent(args.supervisor_pid)
     configure_logging(config.log)
     return _run_loop(
         serve(config, reuse_port=True, status_fd=args.status_fd, serve_admin=False, metrics_dir=args.metrics_dir)
     )
+
+
+def _die_with_parent(supervisor_pid: int) -> None:
+    """Ask Linux to SIGTERM this worker when its supervisor dies (prctl PR_SET_PDEATHSIG),
+    so a killed supervisor never leaves workers holding the shared port."""
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own shutdown still stops workers
+        return
+    if os.getppid() != supervisor_pid:  # the supervisor died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ import time
 from datetime import datetime, timezone
 from typing import TextIO
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from authproxy.config.schema import LogConfig
 
 LOGGER_NAME = "authproxy"
@@ -65,9 +67,22 @@ def configure_logging(config: LogConfig, stream: TextIO | None = None) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(config.level.upper())
-    # aiohttp logs unhandled handler errors with tracebacks; ours are caught, the rest
-    # must not print request data, so keep its loggers at warning with our formatter.
     logging.getLogger("aiohttp.access").disabled = True
+    logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp answers requests it cannot parse (line too long, bad syntax) with 400 and
+    logs them as errors; a client's garbage is not our error, so it becomes one info event.
+    Other errors stay errors (and the formatter prints only their type, never a traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args, record.exc_info = "malformed_request", (), None
+            record.fields = {"reason": type(exc).__name__}  # type: ignore[attr-defined]
+        return True
 
 
 class AccessLog:

@@ -49,8 +49,15 @@ READY = Gauge("authproxy_ready", "1 when this process (every worker, under a sup
 BUILD_INFO = Gauge("authproxy_build_info", "Always 1; the version label says which build runs.", ("version",))
 BUILD_INFO.labels(__version__).set(1)
 
-# How a gauge combines across live workers (default: sum).
-GAUGE_MODES = {"authproxy_ready": min, "authproxy_build_info": max}
+# How a gauge combines across live workers (default: sum, e.g. memory and open fds).
+GAUGE_MODES = {
+    "authproxy_ready": min,
+    "authproxy_build_info": max,
+    "python_info": max,
+    "process_max_fds": max,
+    "process_virtual_memory_max_bytes": max,
+    "process_start_time_seconds": min,
+}
 
 
 def method_label(method: str) -> str:

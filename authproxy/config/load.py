@@ -39,7 +39,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
 def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> Config:
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
         lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -67,6 +67,22 @@ def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> Config
         issues.sort(key=lambda issue: (issue.line or 0, issue.path))
         raise ConfigError(filename, issues)
     return config
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error
+    (PyYAML keeps the last silently, hiding a typo'd copy-paste)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _check_route_names(document: object) -> list[ConfigIssue]:

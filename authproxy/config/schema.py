@@ -18,6 +18,7 @@ from yarl import URL
 from authproxy.config.units import parse_duration, parse_size
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -77,16 +78,36 @@ def parse_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Networ
         raise ValueError(f"invalid network {value!r}: expected a CIDR such as '10.0.0.0/8' or an IP address") from None
 
 
+_URL_HOST = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _valid_url_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if ":" in host:  # IPv6 literal (yarl gives it without brackets)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return _URL_HOST.fullmatch(host) is not None
+
+
 def parse_http_url(value: object) -> URL:
     if not isinstance(value, str):
         raise ValueError("expected an http:// or https:// URL")
-    url = URL(value.strip())
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"invalid URL {value!r}: expected an absolute http:// or https:// URL")
-    if url.raw_query_string or url.raw_fragment:
-        raise ValueError(f"invalid URL {value!r}: must not have a query or fragment")
+    try:
+        url = URL(value.strip())
+    except ValueError:
+        raise ValueError("invalid URL: expected an absolute http:// or https:// URL") from None
     if url.user is not None or url.password is not None:
-        raise ValueError("URL must not carry credentials")
+        # Checked first, and the value is not echoed: it holds a password.
+        raise ValueError("URL must not carry credentials (user:password@)")
+    shown = repr(value.strip())
+    if url.scheme not in ("http", "https") or not _valid_url_host(url.raw_host):
+        raise ValueError(f"invalid URL {shown}: expected an absolute http:// or https:// URL with a valid host")
+    if url.raw_query_string or url.raw_fragment:
+        raise ValueError(f"invalid URL {shown}: must not have a query or fragment")
     return url
 
 
@@ -118,14 +139,16 @@ class LogConfig(_Strict):
 class Limits(_Strict):
     """Protection against oversized or idle clients; defaults follow nginx's."""
 
-    header_size: Size = 8 * 1024  # longest request line or header field (aiohttp's parser limit)
+    header_size: Annotated[int, BeforeValidator(parse_size), Field(ge=1024, le=1024**2)] = 8 * 1024
+    """Longest request line or header field (aiohttp's parser limit); 1KiB to 1MiB."""
     max_headers: int = Field(default=100, ge=1, le=10000)
-    client_idle_timeout: Duration = 75.0  # keep-alive idle, and silence while reading a request body
+    client_idle_timeout: PositiveDuration = 75.0
+    """Keep-alive idle time, and silence allowed while a body uploads or downloads."""
 
 
 class Timeouts(_Strict):
-    connect: Duration = 5.0  # TCP (and TLS) connect to the upstream
-    read: Duration = 60.0  # longest silence while waiting for upstream bytes, like nginx proxy_read_timeout
+    connect: PositiveDuration = 5.0  # TCP (and TLS) connect to the upstream
+    read: PositiveDuration = 60.0  # longest silence while waiting for upstream bytes, like nginx proxy_read_timeout
 
 
 class Match(_Strict):
@@ -223,7 +246,7 @@ class Config(_Strict):
     public_url: HttpUrl | None = None  # external base URL; required once a route signs users in
     workers: Annotated[int | str, BeforeValidator(parse_workers)] = 1  # "auto" = CPU count
     trusted_proxies: list[Network] = []  # peers whose X-Forwarded-* headers are believed
-    shutdown_timeout: Duration = 20.0
+    shutdown_timeout: Annotated[float, BeforeValidator(parse_duration), Field(le=3600)] = 20.0
     log: LogConfig = LogConfig()
     limits: Limits = Limits()
     routes: list[Route] = Field(min_length=1)
@@ -237,7 +260,23 @@ class Config(_Strict):
 
     @property
     def worker_count(self) -> int:
-        """``workers`` resolved: "auto" is the CPU count."""
+        """``workers`` resolved: "auto" is the number of CPUs this process may use."""
         if self.workers == "auto":
-            return os.cpu_count() or 1
+            return usable_cpus()
         return int(self.workers)
+
+
+def usable_cpus() -> int:
+    """CPUs available to this process: its affinity, capped by a cgroup v2 CPU quota
+    (a container limited to 2 CPUs on a 64-core node gets 2), at most 256."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # noqa: SIM115
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, min(count, 256))

@@ -5,11 +5,13 @@ Pure functions; they raise ``ValueError`` with a message fit to show next to the
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
+_MAX_DURATION = 10 * 365 * 86400.0
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?")
 _SIZE_UNITS = {
     None: 1,
@@ -45,6 +47,8 @@ def parse_duration(value: object) -> float:
             )
     else:
         raise ValueError(f"expected a duration such as '30s', got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds > _MAX_DURATION:
+        raise ValueError("a duration must be finite and at most 10 years")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds

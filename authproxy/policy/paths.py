@@ -12,6 +12,7 @@ Steps, in order:
    includes ``%2E``; keep every other escape, upper-cased (6.2.2.1). ``%00`` is
    rejected; ``%2F`` and ``%5C`` are kept encoded and reported, since an upstream
    that decodes them would see different segments than we matched.
+   A dot segment with path parameters (``..;x``) is rejected: some servers resolve it.
 3. Merge repeated slashes (as nginx's merge_slashes does), then remove dot segments
    (RFC 3986 5.2.4).
 """
@@ -80,6 +81,9 @@ def normalise_path(raw_path: str) -> NormalisedPath:
         return "%" + digits.upper()
 
     path = _ESCAPE.sub(decode, raw_path) if "%" in raw_path else raw_path
+    if ";" in path and any(segment.partition(";")[0] in (".", "..") for segment in path.split("/")):
+        # "..;/" is ".." to Tomcat and Jetty, which drop path parameters before resolving.
+        raise BadRequest("request path holds a dot segment with parameters ('..;')")
     path = remove_dot_segments(_MULTI_SLASH.sub("/", path))
     return NormalisedPath(path, encoded_slash)
 

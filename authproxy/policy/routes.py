@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from yarl import URL
 
 from authproxy.config.schema import Route as RouteConfig
+from authproxy.policy.paths import remove_dot_segments
+
+# RFC 9110 7.2 / RFC 3986 3.2.2: a reg-name (letters, digits, '-', '.', and '_' seen in
+# practice) or a bracketed IPv6 literal, then an optional numeric port.
+_HOST_HEADER = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +123,9 @@ class Route:
         if self.strip_prefix and matched:
             path = path[matched:]
             if not path.startswith("/"):
-                path = "/" + path
+                # A regex may stop mid-segment ("/v1" in "/v1../x"): what is left could be
+                # a dot segment that would climb above the upstream's base path.
+                path = remove_dot_segments("/" + path)
         base = self.upstream.base_path
         return base + path if base else path
 
@@ -137,6 +144,11 @@ class RouteTable:
             if matched >= 0:
                 return route, matched
         return None
+
+
+def valid_host_header(value: str) -> bool:
+    """Whether a Host (or trusted X-Forwarded-Host) value is a host[:port] and nothing else."""
+    return not value or _HOST_HEADER.fullmatch(value) is not None
 
 
 def request_host(host_header: str | None) -> str:

@@ -189,13 +189,21 @@ class Forwarder:
             else:
                 await response.prepare(request)
                 content = upstream.content
+                idle = self._client_idle_timeout
                 while True:
                     chunk = await content.readany()
                     if not chunk:
                         break
-                    await response.write(chunk)
+                    # A client that stops reading must not hold its connection and an
+                    # upstream one forever (nginx's send_timeout).
+                    async with asyncio.timeout(idle):
+                        await response.write(chunk)
                 await response.write_eof()
-        except ConnectionResetError as exc:  # the client went away (aiohttp's ClientConnectionResetError too)
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                raise translate_upstream_error(exc) from None
+            raise ClientGone() from exc
+        except ConnectionError as exc:  # the client went away (reset, or "Connection lost" under backpressure)
             raise ClientGone() from exc
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise translate_upstream_error(exc) from None

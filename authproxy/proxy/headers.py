@@ -32,17 +32,20 @@ HOP_BY_HOP = frozenset(
         "proxy-authorization",
     }
 )
+# Believed only from trusted proxies; from anyone else they are dropped (or replaced).
+_FORWARDED = ("X-Forwarded-Port", "X-Forwarded-Prefix", "Forwarded", "X-Real-IP")
 # Set by the proxy itself, so the client's values are dropped; Expect is answered here.
+# X-Original-URL and X-Rewrite-URL make some frameworks (IIS, Symfony) route by them
+# instead of the path we matched, so they never pass.
 _REQUEST_DROP = HOP_BY_HOP | {
     "host",
     "expect",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
-    "x-forwarded-port",
-    "forwarded",
-    "x-real-ip",
-}
+    "x-original-url",
+    "x-rewrite-url",
+} | {name.lower() for name in _FORWARDED}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
@@ -106,7 +109,9 @@ def upstream_request_headers(
     remove = _REQUEST_DROP | connection_tokens(headers) | drop if "Connection" in headers or drop else _REQUEST_DROP
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
-        if name.lower() not in remove:
+        # Names with "_" are dropped, as nginx does by default: CGI/WSGI servers map
+        # "_" to "-", so "X_Forwarded_For" would otherwise pass as X-Forwarded-For.
+        if name.lower() not in remove and "_" not in name:
             out.add(name, value)
     out["Host"] = host_header if upstream_host is None else upstream_host
     if peer_trusted:
@@ -115,7 +120,7 @@ def upstream_request_headers(
         out["X-Forwarded-For"] = f"{forwarded_for}, {peer}" if forwarded_for else peer
         out["X-Forwarded-Proto"] = headers.get("X-Forwarded-Proto", scheme)
         out["X-Forwarded-Host"] = headers.get("X-Forwarded-Host", host_header)
-        for name in ("X-Forwarded-Port", "Forwarded", "X-Real-IP"):
+        for name in _FORWARDED:
             for value in headers.getall(name, ()):
                 out.add(name, value)
     else:

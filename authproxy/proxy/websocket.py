@@ -57,6 +57,12 @@ class WebSocketRelay:
     async def run(
         self, request: web.BaseRequest, url: URL, headers: CIMultiDict[str], request_id: str
     ) -> web.StreamResponse:
+        if not web.WebSocketResponse().can_prepare(request).ok:
+            # A malformed handshake (no or bad Sec-WebSocket-Key, wrong version): refuse it
+            # before opening anything upstream.
+            return error_response(
+                400, "bad_request", "invalid WebSocket handshake", request_id, accept=request.headers.get("Accept")
+            )
         protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
         for name in list(headers):
             if name.lower() in _HANDSHAKE:
@@ -103,7 +109,7 @@ class WebSocketRelay:
         finally:
             if not upstream.closed:
                 await upstream.close()
-            if not client.closed:
+            if client.prepared and not client.closed:
                 await client.close()
         return client
 

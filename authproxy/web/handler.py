@@ -16,7 +16,7 @@ from authproxy.config.schema import Config
 from authproxy.errors import BadRequest, ExpectationFailed, PayloadTooLarge, RequestRejected, RouteNotFound, UpstreamError
 from authproxy.logs import AccessLog, log, loggable_path
 from authproxy.policy.paths import normalise_path, split_target
-from authproxy.policy.routes import RouteTable, request_host
+from authproxy.policy.routes import RouteTable, request_host, valid_host_header
 from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody
 from authproxy.proxy.headers import (
     TrustedProxies,
@@ -61,6 +61,8 @@ class ProxyHandler:
                 normalised = normalise_path(path)
                 path = normalised.path
                 host_header = effective_host(headers, peer_trusted)
+                if not valid_host_header(host_header):
+                    raise BadRequest("the Host header is not a valid host[:port]")
                 found = self.routes.match(request_host(host_header), path, request.method)
                 if found is None:
                     raise RouteNotFound("no route matches this request")

@@ -24,6 +24,7 @@ from authproxy.web.handler import ProxyHandler, server_options
 # A worker tells its supervisor its state by writing one of these lines to a pipe.
 STATUS_READY = b"ready\n"
 STATUS_STOPPING = b"stopping\n"
+_FINAL_CLOSE = 0.5  # seconds aiohttp may take to close connections after our own drain
 SNAPSHOT_INTERVAL = 1.0  # seconds; the supervisor's /metrics lags the workers by at most this
 
 
@@ -51,7 +52,8 @@ async def serve(
     forwarder = Forwarder(client_idle_timeout=config.limits.client_idle_timeout)
     await forwarder.start()
     handler = ProxyHandler(config, forwarder, AccessLog(config.log))
-    runner = web.ServerRunner(web.Server(handler, **server_options(config)), shutdown_timeout=config.shutdown_timeout)
+    # Draining is ours (see _drain); aiohttp's own wait then only closes what is left.
+    runner = web.ServerRunner(web.Server(handler, **server_options(config)), shutdown_timeout=_FINAL_CLOSE)
     admin_runner: web.AppRunner | None = None
     try:
         await runner.setup()
@@ -91,7 +93,7 @@ async def serve(
         log().info("stopping", extra={"fields": {"shutdown_timeout_s": config.shutdown_timeout}})
         readiness.pending("shutdown", "shutting down")
         _report(status_fd, STATUS_STOPPING)
-        await runner.cleanup()  # stop accepting, then wait for in-flight requests
+        await _drain(runner, config.shutdown_timeout)
         if snapshots is not None:
             snapshots.cancel()
             metrics.write_snapshot(metrics_dir, f"worker-{os.getpid()}")  # type: ignore[arg-type]
@@ -102,6 +104,21 @@ async def serve(
         await forwarder.close()
         if admin_runner is not None:
             await admin_runner.cleanup()
+
+
+async def _drain(runner: web.ServerRunner, timeout: float) -> None:
+    """Stop accepting, wait for in-flight requests up to ``timeout``, then close the rest."""
+    for site in list(runner.sites):
+        await site.stop()
+    if runner.server is not None:
+        # Idle keep-alive connections close now; busy ones close after their response.
+        runner.server.pre_shutdown()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while metrics.STATS.in_flight > 0 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    if metrics.STATS.in_flight > 0:
+        log().warning("shutdown_timeout_reached", extra={"fields": {"in_flight": metrics.STATS.in_flight}})
+    await runner.cleanup()
 
 
 async def _write_snapshots(directory: str) -> None:

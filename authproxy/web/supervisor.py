@@ -104,6 +104,8 @@ class Supervisor:
         while not self.stopping:
             started = time.monotonic()
             process = await self._spawn(worker)
+            if self.stopping:  # the stop signal arrived while this worker was being started
+                _signal(process, signal.SIGTERM)
             code = await process.wait()
             worker.state = "exited"
             if self.stopping:
@@ -132,6 +134,7 @@ class Supervisor:
                 "--config", self.config_path,
                 "--status-fd", str(write_fd),
                 "--metrics-dir", self._metrics_dir,
+                "--supervisor-pid", str(os.getpid()),
                 pass_fds=(write_fd,),
                 stdin=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
@@ -166,7 +169,8 @@ class Supervisor:
         running = [w.process for w in self.workers if w.process is not None and w.process.returncode is None]
         for process in running:
             _signal(process, signal.SIGTERM)
-        grace = self.config.shutdown_timeout + 5.0
+        # A worker drains for shutdown_timeout, then needs a moment to close and write metrics.
+        grace = self.config.shutdown_timeout + 10.0
         try:
             await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), timeout=grace)
         except asyncio.TimeoutError:

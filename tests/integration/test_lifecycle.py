@@ -87,8 +87,11 @@ async def test_shutdown_timeout_bounds_the_wait(upstream, tmp_path):
         call = asyncio.create_task(session.get(proxy.url + "/slow/30000"))
         await asyncio.sleep(0.3)
         proxy.signal(signal.SIGTERM)
-        # exits well before the 30 s request would have finished
+        signalled = time.monotonic()
         assert await asyncio.to_thread(proxy.process.wait, 20) == 0
+        # it waited for the request about shutdown_timeout (0.5 s), not the 30 s it needed,
+        # and not twice the timeout (a correctness bound with a wide margin, not a speed target)
+        assert time.monotonic() - signalled < 4.0
         with pytest.raises(aiohttp.ClientError):
             response = await call
             await response.read()
@@ -180,6 +183,19 @@ async def test_killed_worker_is_restarted(workers):
                 assert response.status == 200
     events = [record for record in workers.log_records() if record.get("event") == "worker_exited"]
     assert events and events[0]["exit_code"] == -signal.SIGKILL
+
+
+def test_workers_exit_when_the_supervisor_is_killed(workers):
+    wait_until(lambda: len(children(workers.pid)) == 2, message="two workers")
+    pids = children(workers.pid)
+    workers.process.kill()
+    workers.process.wait()
+
+    def all_gone() -> bool:
+        return all(not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+                   for pid in pids)
+
+    wait_until(all_gone, timeout=20, message="orphaned workers exited")
 
 
 async def test_supervisor_sigterm_stops_workers(workers):

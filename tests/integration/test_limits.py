@@ -61,6 +61,21 @@ async def test_idle_keepalive_connection_is_closed(proxy):
     writer.close()
 
 
+async def test_client_that_stops_reading_is_cut_off(proxy):
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /download/300000000 HTTP/1.1\r\nHost: h\r\nX-Request-Id: stalled-reader\r\n\r\n")
+    await writer.drain()
+    await reader.readexactly(1024)
+    await asyncio.sleep(4)  # read nothing for longer than client_idle_timeout (1s)
+    received = 1024
+    while chunk := await asyncio.wait_for(reader.read(1 << 20), 10):
+        received += len(chunk)
+    writer.close()
+    assert received < 300_000_000  # the proxy gave up on this reader instead of waiting forever
+    records = [r for r in proxy.access_records() if r["request_id"] == "stalled-reader"]
+    assert records and records[0]["status"] == 499
+
+
 async def test_too_many_or_too_large_headers(proxy):
     for extra in (b"X-Big: " + b"a" * 3000 + b"\r\n", b"".join(b"X-H%d: 1\r\n" % i for i in range(40))):
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
@@ -69,3 +84,7 @@ async def test_too_many_or_too_large_headers(proxy):
         status, _, _ = await asyncio.wait_for(read_response(reader), 5)
         writer.close()
         assert status in (400, 431)
+    await asyncio.sleep(0.2)
+    events = [r for r in proxy.log_records() if r.get("event") == "malformed_request"]
+    assert events and all(e["level"] == "info" and e["reason"] == "LineTooLong" for e in events)
+    assert not [r for r in proxy.log_records() if r.get("level") == "error"]

@@ -102,29 +102,48 @@ async def test_wildcard_host(proxy):
 
 
 @pytest.mark.parametrize(
-    ("target", "status", "upstream_path"),
+    ("target", "status", "route", "upstream_path"),
     [
-        ("/api/a/../../admin/secret", 200, "/admin/secret"),  # reaches only what /admin reaches
-        ("/api/a/%2e%2e/%2E%2e/admin/secret", 200, "/admin/secret"),
-        ("/api/%2e%2e/admin", 200, "/admin"),
-        ("//admin//x", 200, "/admin/x"),
-        ("/api/a%2F..%2F..%2Fadmin", 400, None),  # encoded slash on a route that does not allow it
-        ("/api/a%5c..%5cadmin", 400, None),
-        ("/files/a%2Fb", 200, "/files/a%2Fb"),  # allowed on this route, forwarded still encoded
-        ("/api/a\\..\\admin", 400, None),
-        ("/api/%00", 400, None),
-        ("/api/%zz", 400, None),
-        ("/api/x%41y", 200, "/xAy"),
+        ("/api/a/../../admin/secret", 200, "admin", "/admin/secret"),  # reaches only what /admin reaches
+        ("/api/a/%2e%2e/%2E%2e/admin/secret", 200, "admin", "/admin/secret"),
+        ("/api/%2e%2e/admin", 200, "admin", "/admin"),
+        ("//admin//x", 200, "admin", "/admin/x"),
+        ("/api/a%2F..%2F..%2Fadmin", 400, "api", None),  # encoded slash on a route that does not allow it
+        ("/api/a%5c..%5cadmin", 400, "api", None),
+        ("/files/a%2Fb", 200, "files", "/files/a%2Fb"),  # allowed on this route, forwarded still encoded
+        ("/api/a\\..\\admin", 400, None, None),
+        ("/api/%00", 400, None, None),
+        ("/api/%zz", 400, None, None),
+        ("/api/..;/admin", 400, None, None),  # Tomcat/Jetty would read "..;" as ".."
+        ("/api/x%41y", 200, "api", "/xAy"),
+        ("/based/..%2f..", 400, "based", None),
     ],
 )
-async def test_hostile_paths(proxy, target, status, upstream_path):
-    request = f"GET {target} HTTP/1.1\r\nHost: h.test\r\nConnection: close\r\n\r\n".encode()
-    got_status, _, body = await raw_request(proxy.port, request)
+async def test_hostile_paths(proxy, target, status, route, upstream_path):
+    request_id = f"hostile-{abs(hash(target))}"
+    request = f"GET {target} HTTP/1.1\r\nHost: h.test\r\nX-Request-Id: {request_id}\r\nConnection: close\r\n\r\n"
+    got_status, _, body = await raw_request(proxy.port, request.encode())
     assert got_status == status, body
     if upstream_path is not None:
         assert json.loads(body)["raw_path"] == upstream_path
     else:
         assert b"raw_path" not in body  # never reached the upstream
+    # what was matched is what was forwarded: the access log names the route that served it
+    for _ in range(50):
+        records = [r for r in proxy.access_records() if r["request_id"] == request_id]
+        if records:
+            break
+        await asyncio.sleep(0.05)
+    assert records[0]["route"] == route
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.test/x.tenants.test", "evil.test@x.tenants.test", "x.tenants.test:abc", "a b.tenants.test"]
+)
+async def test_malformed_host_header_rejected(proxy, host):
+    request = f"GET /t HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    status, _, body = await raw_request(proxy.port, request)
+    assert status == 400 and b"raw_path" not in body
 
 
 async def test_absolute_form_target(proxy):
@@ -347,6 +366,28 @@ async def test_websocket_client_close_code_reaches_upstream(proxy):
         assert await ws.receive_str(timeout=5) == "x"
         await ws.close(code=4000, message=b"done")
         assert ws.close_code == 4000  # the upstream echoed our code back through the proxy
+
+
+async def test_malformed_websocket_handshake_is_400(proxy):
+    request = (b"GET /api/ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               b"Sec-WebSocket-Version: 13\r\nConnection: close\r\n\r\n")
+    status, _, body = await raw_request(proxy.port, request)
+    assert status == 400 and b"invalid WebSocket handshake" in body
+
+
+async def test_client_aborting_a_download_is_logged_as_499(proxy):
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /api/download/100000000 HTTP/1.1\r\nHost: h\r\nX-Request-Id: aborted-download\r\n\r\n")
+    await writer.drain()
+    await reader.readexactly(1024)
+    writer.transport.abort()
+    for _ in range(100):
+        records = [r for r in proxy.access_records() if r["request_id"] == "aborted-download"]
+        if records:
+            break
+        await asyncio.sleep(0.05)
+    assert records and records[0]["status"] == 499
+    assert "Traceback" not in proxy.logs() and "Error handling request" not in proxy.logs()
 
 
 async def test_websocket_refused_by_upstream(proxy):

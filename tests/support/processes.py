@@ -104,7 +104,11 @@ class ProxyProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()  # never leave a half-started proxy (and its workers) behind
+            raise
 
     @property
     def url(self) -> str:

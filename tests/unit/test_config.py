@@ -154,6 +154,44 @@ def test_unknown_keys_never_echo_their_values():
     assert error.issues[0].path == "routes[0].client_secret"
 
 
+def test_duplicate_keys_are_errors():
+    error = errors(MINIMAL.replace("auth: public", "auth: public\n    upstream: http://127.0.0.1:9"))
+    assert "appears twice" in str(error) and error.issues[0].line == 6
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path"),
+    [
+        ("limits: {client_idle_timeout: 0}", "limits.client_idle_timeout"),
+        ("limits: {header_size: 10}", "limits.header_size"),
+        ("shutdown_timeout: .inf", "shutdown_timeout"),
+        ("shutdown_timeout: .nan", "shutdown_timeout"),
+        ("shutdown_timeout: 99999999999d", "shutdown_timeout"),
+    ],
+)
+def test_bounds(snippet, path):
+    assert any(issue.path == path for issue in errors(snippet + "\n" + MINIMAL).issues)
+
+
+@pytest.mark.parametrize("url", ["http://user:hunter2pw@example.com/?q=1", "ftp://bob:hunter2pw@example.com"])
+def test_upstream_credentials_never_echoed(url):
+    error = errors(MINIMAL.replace("http://127.0.0.1:8001", url))
+    assert "hunter2pw" not in str(error)
+    assert "credentials" in str(error)
+
+
+@pytest.mark.parametrize("url", ["http://exa mple.com", "http://%zz/", "http://", "https://[::zz]/"])
+def test_upstream_host_must_be_valid(url):
+    assert errors(MINIMAL.replace("http://127.0.0.1:8001", url)).issues[0].path == "routes[0].upstream"
+
+
+def test_workers_auto_is_bounded_by_usable_cpus():
+    import os
+
+    config = parse("workers: auto\n" + MINIMAL)
+    assert 1 <= config.worker_count <= min(256, os.cpu_count() or 1)
+
+
 def test_missing_file():
     with pytest.raises(ConfigError) as caught:
         load_config("/nonexistent/authproxy.yaml")

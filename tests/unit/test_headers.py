@@ -58,6 +58,17 @@ def test_hop_by_hop_and_connection_named_headers_removed():
     assert out["X-Normal"] == "1" and out["Cookie"] == "a=b"
 
 
+def test_headers_that_redirect_routing_or_hide_behind_underscores_are_dropped():
+    out = forward(
+        headers(("X_Forwarded_For", "6.6.6.6"), ("X-Original-URL", "/admin"), ("X-Rewrite-URL", "/admin"),
+                ("X-Forwarded-Prefix", "/evil"), ("X-Fine", "1"))
+    )
+    assert set(out) == {"X-Fine", "Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Request-Id"}
+    assert out["X-Forwarded-For"] == "203.0.113.9"
+    trusted = forward(headers(("X-Forwarded-Prefix", "/app")), peer="10.0.0.1")
+    assert trusted["X-Forwarded-Prefix"] == "/app"
+
+
 def test_untrusted_peer_cannot_set_forwarded_headers():
     out = forward(
         headers(

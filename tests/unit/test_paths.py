@@ -42,7 +42,8 @@ def test_normalise(raw, expected, encoded_slash):
 
 @pytest.mark.parametrize(
     "raw",
-    ["/a/%00b", "/a/%zz", "/a/%2", "/a\\..\\admin", "/a b", "/a\x01", "/a#frag", "relative", "*", "/caf\u00e9"],
+    ["/a/%00b", "/a/%zz", "/a/%2", "/a\\..\\admin", "/a b", "/a\x01", "/a#frag", "relative", "*", "/caf\u00e9",
+     "/a/..;/admin", "/a/.;x/b", "/a/%2e%2e;jsessionid=1/admin"],
 )
 def test_rejected(raw):
     with pytest.raises(BadRequest):

@@ -4,7 +4,7 @@ import pytest
 
 from authproxy.config import parse_config
 from authproxy.policy.paths import normalise_path
-from authproxy.policy.routes import RouteTable, request_host
+from authproxy.policy.routes import RouteTable, request_host, valid_host_header
 
 CONFIG = """
 routes:
@@ -55,6 +55,33 @@ def test_matching(host, raw_path, method, route, forwarded):
     matched_route, matched = found
     assert matched_route.name == route
     assert matched_route.upstream_path(path, matched) == forwarded
+
+
+def test_regex_strip_cannot_climb_above_the_base_path():
+    table = RouteTable(
+        parse_config(
+            'routes: [{name: v, match: {path_regex: "/v1"}, upstream: "http://u/base", strip_prefix: true, auth: public}]',
+            "t.yaml",
+            {},
+        ).routes
+    )
+    route, matched = table.match("h", "/v1../x", "GET")
+    assert route.upstream_path("/v1../x", matched) == "/base/x"
+    route, matched = table.match("h", "/v1/y", "GET")
+    assert route.upstream_path("/v1/y", matched) == "/base/y"
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("app.example.com", True), ("app.example.com:8080", True), ("[::1]:80", True), ("127.0.0.1", True),
+        ("", True), ("a_b.internal", True),
+        ("evil.com/x.example.com", False), ("evil.com@x.example.com", False), ("a b.example.com", False),
+        ("x.example.com:abc", False), ("x.example.com:123456", False), ("x\r\ny", False),
+    ],
+)
+def test_host_header_validation(value, valid):
+    assert valid_host_header(value) is valid
 
 
 def test_first_match_wins():
