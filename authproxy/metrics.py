@@ -79,7 +79,7 @@ class LatencyHistogram:
 
     def cumulative(self) -> list[tuple[str, float]]:
         buckets, running = [], 0
-        for label, count in zip(_BUCKET_LABELS, self.counts):
+        for label, count in zip(_BUCKET_LABELS, self.counts[:-1], strict=True):
             running += count
             buckets.append((label, running))
         buckets.append(("+Inf", running + self.counts[-1]))

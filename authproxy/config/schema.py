@@ -33,15 +33,6 @@ class ListenAddress(NamedTuple):
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
-    @property
-    def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
-
 
 def parse_listen(value: object) -> ListenAddress:
     """"0.0.0.0:8080", "[::]:8080", "127.0.0.1:9090" or ":8080" (all interfaces)."""

@@ -71,11 +71,3 @@ def parse_size(value: object) -> int:
         raise ValueError("a size cannot be negative")
     return size
 
-
-def format_duration(seconds: float) -> str:
-    """The shortest exact rendering of a duration, for summaries and errors."""
-    for unit in ("d", "h", "m", "s"):
-        amount = seconds / _DURATION_UNITS[unit]
-        if amount >= 1 and amount == int(amount):
-            return f"{int(amount)}{unit}"
-    return f"{round(seconds * 1000)}ms"

@@ -29,7 +29,6 @@ from authproxy.proxy.headers import copy_response_headers
 # Bodies up to this size, when the upstream states their length, are read whole
 # and sent in one write: fewer syscalls for the common small API response.
 _SMALL_BODY = 64 * 1024
-_CHUNK = 64 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -145,12 +145,6 @@ def copy_response_headers(headers: CIMultiDictProxy[str], out: CIMultiDict[str],
         out["Server"] = "authproxy"
 
 
-def response_headers(headers: CIMultiDictProxy[str], request_id: str) -> CIMultiDict[str]:
-    """Upstream response headers for the client, as a new mapping (see ``copy_response_headers``)."""
-    out: CIMultiDict[str] = CIMultiDict()
-    copy_response_headers(headers, out, request_id)
-    return out
-
 
 def client_address(peer: str, forwarded_for: Sequence[str], trusted: TrustedProxies) -> str:
     """The original client: the right-most X-Forwarded-For hop that is not a trusted proxy."""

@@ -52,6 +52,7 @@ class ProxyHandler:
         route_name: str | None = None
         upstream_status: int | None = None
         status = 500
+        status_if_cut = CLIENT_CLOSED  # what the log says when the connection ends mid-response
         path, query = request.raw_path, ""
         stats = self.stats
         stats.in_flight += 1
@@ -104,11 +105,11 @@ class ProxyHandler:
                 try:
                     return await self.forwarder.relay(request, upstream, request_id)
                 except ClientGone:
-                    status = CLIENT_CLOSED
                     upstream.close()
                     raise
                 except UpstreamError as exc:
                     # Headers are already sent: the only honest signal left is to cut the connection.
+                    status_if_cut = exc.status
                     metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()
                     self._log_upstream_error(request_id, route_name, exc, after_headers=True)
                     upstream.close()
@@ -126,8 +127,8 @@ class ProxyHandler:
                 self._log_upstream_error(request_id, route_name, exc, after_headers=False)
                 return error_response(exc.status, exc.error, exc.reason, request_id, accept=headers.get("Accept"))
         except ClientGone:
-            status = CLIENT_CLOSED
-            return web.Response(status=CLIENT_CLOSED)  # never reaches the client: its connection is gone
+            status = status_if_cut
+            return web.Response(status=status)  # never reaches the client: its connection is gone
         finally:
             stats.in_flight -= 1
             elapsed = time.perf_counter() - started

@@ -326,9 +326,12 @@ async def test_upstream_timeout_is_504(proxy):
 async def test_upstream_dies_mid_body_cuts_the_client(proxy):
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientPayloadError):
-            async with session.get(proxy.url + "/api/truncated") as response:
+            async with session.get(proxy.url + "/api/truncated", headers={"X-Request-Id": "truncated-1"}) as response:
                 assert response.status == 200
                 await response.read()
+    await asyncio.sleep(0.2)
+    record = next(r for r in proxy.access_records() if r["request_id"] == "truncated-1")
+    assert record["status"] == 502 and record["upstream_status"] == 200  # the upstream failed, not the client
 
 
 async def test_oversized_header_rejected(proxy):

@@ -10,7 +10,7 @@ from authproxy.proxy.headers import (
     effective_host,
     effective_scheme,
     request_id_from,
-    response_headers,
+    copy_response_headers,
     upstream_request_headers,
 )
 
@@ -105,14 +105,17 @@ def test_preserve_host():
 
 
 def test_response_headers():
-    out = response_headers(
+    out = CIMultiDict()
+    copy_response_headers(
         headers(("Connection", "close, X-Hop"), ("X-Hop", "1"), ("Keep-Alive", "x"), ("Transfer-Encoding", "chunked"),
                 ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")),
+        out,
         "rid",
     )
     assert out.getall("Set-Cookie") == ["a=1", "b=2"]
     assert "X-Hop" not in out and "Connection" not in out and "Transfer-Encoding" not in out
     assert out["X-Request-Id"] == "rid"
+    assert out["Server"] == "authproxy"  # never aiohttp's name and version
 
 
 def test_trust_matching():

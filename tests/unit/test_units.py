@@ -1,6 +1,6 @@
 import pytest
 
-from authproxy.config.units import format_duration, parse_duration, parse_size
+from authproxy.config.units import parse_duration, parse_size
 
 
 @pytest.mark.parametrize(
@@ -30,7 +30,3 @@ def test_bad_sizes(text):
     with pytest.raises(ValueError):
         parse_size(text)
 
-
-@pytest.mark.parametrize(("seconds", "text"), [(20, "20s"), (7200, "2h"), (0.25, "250ms"), (90, "90s")])
-def test_format_duration(seconds, text):
-    assert format_duration(seconds) == text
