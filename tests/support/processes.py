@@ -5,6 +5,7 @@ Everything binds 127.0.0.1 on free ports; every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -148,6 +149,17 @@ class ProxyProcess:
 
     def access_records(self) -> list[dict]:
         return [record for record in self.log_records() if record.get("type") == "access"]
+
+    async def access_record(self, request_id: str, timeout: float = 5.0) -> dict:
+        """The access line of one request; it is written just after the response leaves."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for record in self.access_records():
+                if record["request_id"] == request_id:
+                    return record
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no access line for request {request_id!r} after {timeout}s")
+            await asyncio.sleep(0.05)
 
     def peak_rss_bytes(self) -> int:
         """VmHWM: the highest resident set size this process has had."""
