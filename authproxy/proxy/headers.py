@@ -135,7 +135,11 @@ def copy_response_headers(headers: CIMultiDictProxy[str], out: CIMultiDict[str],
     """Upstream response headers into ``out`` for the client: hop-by-hop removed,
     X-Request-Id added, and Server set when the upstream sent none (aiohttp would
     otherwise announce its own name and version)."""
-    remove = HOP_BY_HOP | connection_tokens(headers) if "Connection" in headers else HOP_BY_HOP
+    remove = HOP_BY_HOP
+    if "Connection" in headers:
+        named = connection_tokens(headers)
+        if not named <= HOP_BY_HOP:  # usually just "keep-alive" or "close"
+            remove = HOP_BY_HOP | named
     for name, value in headers.items():
         if name.lower() not in remove:
             out.add(name, value)

@@ -6,7 +6,10 @@ the only dispatch, and everything it needs was built at start-up.
 
 from __future__ import annotations
 
+import asyncio
 import time
+
+import aiohttp
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
@@ -99,7 +102,10 @@ class ProxyHandler:
                     await self._answer_expect(request)
                     body = RequestBody(request.content, route.max_body, self.idle_timeout)
                 sent = time.perf_counter()
-                upstream = await self.forwarder.open(request, route, url, upstream_headers, body)
+                try:
+                    upstream = await self.forwarder.send(request, route, url, upstream_headers, body)
+                except (aiohttp.ClientError, asyncio.TimeoutError) as failure:
+                    upstream = await self.forwarder.recover(failure, request, route, url, upstream_headers, body)
                 self.stats.upstream(route_name, time.perf_counter() - sent)
                 upstream_status = status = upstream.status
                 try:

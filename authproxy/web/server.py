@@ -9,6 +9,7 @@ On SIGTERM/SIGINT the listener closes at once, in-flight requests get up to
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 
@@ -74,6 +75,7 @@ async def serve(
                 log().error("listen_failed", extra={"fields": {"address": str(admin), "error": exc.strerror or str(exc)}})
                 return 1
 
+        _tune_garbage_collector()
         readiness.done("startup")
         _report(status_fd, STATUS_READY)
         log().info(
@@ -104,6 +106,21 @@ async def serve(
         await forwarder.close()
         if admin_runner is not None:
             await admin_runner.cleanup()
+
+
+def _tune_garbage_collector() -> None:
+    """Keep the cyclic garbage collector off the request path.
+
+    Each request allocates a few hundred short-lived objects, so with CPython's default
+    thresholds (700, 10, 10) a full collection, which walks every tracked object
+    (modules, the compiled config, aiohttp's internals), runs every couple of hundred
+    requests. Freezing what start-up built moves it out of the collector's sight, and
+    higher thresholds make young collections rarer. Measured here: 15 % less CPU per
+    proxied request, no change in peak RSS (bench/RESULTS.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 async def _drain(runner: web.ServerRunner, timeout: float) -> None:
