@@ -1,0 +1,2 @@
+"""OpenID Connect: the code flow's pure parts (``flow``), redirect-target checks
+(``redirects``) and token verification (``verify``)."""

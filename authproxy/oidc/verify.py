@@ -1,0 +1,115 @@
+"""Verification of ID tokens and JWT access tokens (OIDC Core 3.1.3.7, RFC 9068, RFC 8725).
+
+Pure: keys, rules and the clock come in; verified claims or a ``TokenInvalid`` with a
+short reason go out. Signatures are checked by joserfc against the provider's JWKS
+with an allowlist of asymmetric algorithms, so neither "none" nor an HMAC keyed with
+a public key (RFC 8725 2.1, 3.1) can pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import BadSignatureError, DecodeError, InvalidKeyIdError, JoseError
+from joserfc.jwk import KeySet
+
+from authproxy.errors import AuthproxyError
+
+# Asymmetric algorithms only (RFC 8725 3.1); Cognito signs with RS256.
+ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
+DEFAULT_LEEWAY = 60  # seconds of clock skew tolerated on exp, iat and nbf
+
+
+class TokenInvalid(AuthproxyError):
+    """The token must not be trusted; ``reason`` is a short code safe to log and show."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class UnknownSigningKey(TokenInvalid):
+    """Signed with a key id our JWKS copy lacks: the caller may refetch the JWKS once."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRules:
+    """What a token must say to be accepted."""
+
+    issuer: str
+    audiences: frozenset[str] | None = None  # "aud" must hold one of these (ID tokens: our client_id)
+    authorized_party: str | None = None  # "azp" must equal this when "aud" has several values
+    client_ids: frozenset[str] | None = None  # Cognito access tokens carry "client_id", not "aud"
+    token_use: str | None = None  # Cognito: "id" or "access"
+    token_type: str | None = None  # JOSE "typ", e.g. "at+jwt" (RFC 9068 2.1)
+    nonce: str | None = None  # the sign-in transaction's nonce (ID tokens)
+    leeway: int = DEFAULT_LEEWAY
+    algorithms: Collection[str] = ALLOWED_ALGORITHMS
+
+
+def verify_token(token: str, keys: KeySet, rules: TokenRules, now: int) -> dict[str, Any]:
+    """The verified claims of ``token``; raises ``TokenInvalid`` (or ``UnknownSigningKey``)."""
+    try:
+        decoded = jwt.decode(token, keys, algorithms=list(rules.algorithms))
+    except InvalidKeyIdError:
+        raise UnknownSigningKey("unknown_key", "no JWKS key matches the token's kid") from None
+    except BadSignatureError:
+        raise TokenInvalid("bad_signature") from None
+    except DecodeError:
+        raise TokenInvalid("malformed") from None
+    except JoseError as exc:  # algorithm not allowed, key type mismatch, ...
+        raise TokenInvalid("unacceptable_algorithm_or_key", exc.error) from None
+    except ValueError:
+        raise TokenInvalid("malformed") from None
+    header, claims = decoded.header, decoded.claims
+    if header.get("alg") not in rules.algorithms:
+        raise TokenInvalid("unacceptable_algorithm_or_key")
+    if rules.token_type is not None and str(header.get("typ", "")).lower() not in (
+        rules.token_type,
+        f"application/{rules.token_type}",
+    ):
+        raise TokenInvalid("wrong_type", f"typ must be {rules.token_type}")
+    check_claims(claims, rules, now)
+    return dict(claims)
+
+
+def check_claims(claims: Mapping[str, Any], rules: TokenRules, now: int) -> None:
+    """The registered-claim rules, in the order OIDC Core 3.1.3.7 lists them."""
+    if claims.get("iss") != rules.issuer:
+        raise TokenInvalid("wrong_issuer")
+    if rules.audiences is not None:
+        audience = claims.get("aud")
+        audiences = [audience] if isinstance(audience, str) else list(audience or [])
+        if not rules.audiences.intersection(audiences):
+            raise TokenInvalid("wrong_audience")
+        if len(audiences) > 1 and rules.authorized_party is not None and claims.get("azp") != rules.authorized_party:
+            raise TokenInvalid("wrong_authorized_party")
+    if rules.client_ids is not None and claims.get("client_id") not in rules.client_ids:
+        raise TokenInvalid("wrong_client")
+    if rules.token_use is not None and claims.get("token_use") != rules.token_use:
+        raise TokenInvalid("wrong_token_use")
+    expires = _number(claims, "exp", required=True)
+    if now >= expires + rules.leeway:
+        raise TokenInvalid("expired")
+    issued = _number(claims, "iat", required=False)
+    if issued is not None and issued > now + rules.leeway:
+        raise TokenInvalid("issued_in_the_future")
+    not_before = _number(claims, "nbf", required=False)
+    if not_before is not None and not_before > now + rules.leeway:
+        raise TokenInvalid("not_yet_valid")
+    if rules.nonce is not None and claims.get("nonce") != rules.nonce:
+        raise TokenInvalid("wrong_nonce")
+
+
+def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        if required:
+            raise TokenInvalid(f"missing_{name}")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TokenInvalid(f"malformed_{name}")
+    return float(value)

@@ -1,0 +1,1 @@
+"""Server-side sessions: sealing with keys derived from server and session secrets (``crypto``)."""
