@@ -1,0 +1,86 @@
+"""Where a provider's endpoints are, per profile (pure).
+
+- generic: from the discovery document (OpenID Connect Discovery 1.0), each endpoint
+  overridable; the document's issuer must equal the configured one exactly (4.3).
+- cognito: the issuer is configured (it lives on cognito-idp.<region>.amazonaws.com);
+  the hosted UI's authorize/token/revoke/logout live on ``cognito_domain``; the JWKS
+  at ``{issuer}/.well-known/jwks.json``. Cognito sends no RFC 9207 ``iss`` parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from authproxy.errors import AuthproxyError
+
+
+class DiscoveryInvalid(AuthproxyError):
+    """The discovery document cannot be used; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    issuer: str
+    authorization: str
+    token: str
+    jwks_uri: str
+    revocation: str | None = None
+    end_session: str | None = None
+    userinfo: str | None = None
+    cognito_logout: str | None = None  # {cognito_domain}/logout: not RP-initiated logout
+    iss_parameter_supported: bool = False  # RFC 9207: then the callback must carry iss
+
+    def with_overrides(self, overrides: Mapping[str, str | None]) -> Endpoints:
+        chosen = {name: value for name, value in overrides.items() if value}
+        return replace(self, **chosen) if chosen else self
+
+
+OVERRIDABLE = ("authorization", "token", "jwks_uri", "revocation", "end_session", "userinfo")
+
+
+def from_discovery(document: Mapping[str, Any], issuer: str, overrides: Mapping[str, str | None]) -> Endpoints:
+    if document.get("issuer") != issuer:
+        raise DiscoveryInvalid(f"discovery names issuer {document.get('issuer')!r}, configured is {issuer!r}")
+    found = {
+        "authorization": document.get("authorization_endpoint"),
+        "token": document.get("token_endpoint"),
+        "jwks_uri": document.get("jwks_uri"),
+    }
+    found.update({name: value for name, value in overrides.items() if value})
+    missing = [name for name, value in found.items() if not isinstance(value, str) or not value]
+    if missing:
+        raise DiscoveryInvalid(f"discovery lacks {', '.join(missing)} and no override is configured")
+    methods = document.get("code_challenge_methods_supported")
+    if isinstance(methods, list) and "S256" not in methods:
+        raise DiscoveryInvalid("the provider does not support PKCE S256")
+    endpoints = Endpoints(
+        issuer=issuer,
+        authorization=found["authorization"],  # type: ignore[arg-type]
+        token=found["token"],  # type: ignore[arg-type]
+        jwks_uri=found["jwks_uri"],  # type: ignore[arg-type]
+        revocation=_optional_url(document.get("revocation_endpoint")),
+        end_session=_optional_url(document.get("end_session_endpoint")),
+        userinfo=_optional_url(document.get("userinfo_endpoint")),
+        iss_parameter_supported=document.get("authorization_response_iss_parameter_supported") is True,
+    )
+    return endpoints.with_overrides({name: overrides.get(name) for name in OVERRIDABLE})
+
+
+def for_cognito(issuer: str, cognito_domain: str, overrides: Mapping[str, str | None]) -> Endpoints:
+    domain = cognito_domain.rstrip("/")
+    endpoints = Endpoints(
+        issuer=issuer,
+        authorization=f"{domain}/oauth2/authorize",
+        token=f"{domain}/oauth2/token",
+        jwks_uri=f"{issuer.rstrip('/')}/.well-known/jwks.json",
+        revocation=f"{domain}/oauth2/revoke",
+        userinfo=f"{domain}/oauth2/userInfo",
+        cognito_logout=f"{domain}/logout",
+    )
+    return endpoints.with_overrides({name: overrides.get(name) for name in OVERRIDABLE})
+
+
+def _optional_url(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
