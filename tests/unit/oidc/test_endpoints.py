@@ -69,4 +69,4 @@ async def test_jwks_refetch_is_rate_limited():
     assert await cache.refresh_if_allowed() is False
     now[0] += 0.2
     assert await cache.refresh_if_allowed() is True and cache.keys == "keys-2"
-    assert calls == [100.0, 110.1]
+    assert calls == [100.0, pytest.approx(110.1)]
