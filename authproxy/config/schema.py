@@ -12,7 +12,7 @@ import os
 import re
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
 from yarl import URL
 
 from authproxy.config.units import parse_duration, parse_size
@@ -112,7 +112,14 @@ def parse_workers(value: object) -> int | str:
     return value
 
 
+def parse_exact_url(value: object) -> str:
+    """An http(s) URL kept exactly as written (issuers are compared as strings)."""
+    parse_http_url(value)
+    return str(value).strip()
+
+
 ListenAddr = Annotated[ListenAddress, BeforeValidator(parse_listen)]
+ExactUrl = Annotated[str, BeforeValidator(parse_exact_url)]
 Network = Annotated[object, BeforeValidator(parse_network)]
 HttpUrl = Annotated[object, BeforeValidator(parse_http_url)]
 
@@ -207,7 +214,7 @@ class Route(_Strict):
     name: str
     match: Match = Match()
     upstream: HttpUrl  # base URL; a path in it is prepended to the forwarded path
-    auth: Literal["public"]  # later parts add login, bearer, login_or_bearer, optional
+    auth: Literal["public", "login"]  # later parts add bearer, login_or_bearer, optional
     strip_prefix: bool = False  # remove the matched path_prefix (or regex match) before forwarding
     preserve_host: bool = False  # send the client's Host instead of the upstream's
     allow_encoded_slashes: bool = False  # let %2F and %5C through (otherwise 400)
@@ -231,6 +238,70 @@ class Route(_Strict):
         return self
 
 
+class OidcConfig(_Strict):
+    """The identity provider and this proxy's client registration at it."""
+
+    provider: Literal["cognito", "generic"] = "generic"
+    issuer: ExactUrl  # compared exactly with tokens' "iss"
+    cognito_domain: HttpUrl | None = None  # hosted UI / managed login domain (cognito only)
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None  # omit for a public client (client_auth: none)
+    client_auth: Literal["client_secret_basic", "client_secret_post", "none"] = "client_secret_basic"
+    scopes: list[str] = ["openid", "email", "profile"]
+    groups_claim: str | None = None  # default: "cognito:groups" (cognito), "groups" (generic)
+    # Overrides of discovered (or, for cognito, derived) endpoints.
+    jwks_uri: ExactUrl | None = None
+    authorization_endpoint: ExactUrl | None = None
+    token_endpoint: ExactUrl | None = None
+    revocation_endpoint: ExactUrl | None = None
+    end_session_endpoint: ExactUrl | None = None
+    userinfo_endpoint: ExactUrl | None = None
+    allowed_redirect_hosts: list[str] = []  # absolute rd targets allowed besides our own hosts
+    post_logout_redirect_uri: ExactUrl | None = None  # default {public_url}/
+    authorize_params: dict[str, str] = {}  # extra authorize parameters, e.g. {identity_provider: Google}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OidcConfig:
+        if self.provider == "cognito" and self.cognito_domain is None:
+            raise ValueError("provider cognito needs cognito_domain (the hosted UI domain)")
+        if "openid" not in self.scopes:
+            raise ValueError("scopes must include openid")
+        if self.client_auth == "none" and self.client_secret is not None:
+            raise ValueError("client_auth none is for public clients: remove client_secret")
+        if self.client_auth != "none" and self.client_secret is None:
+            raise ValueError(f"client_auth {self.client_auth} needs client_secret")
+        return self
+
+    @property
+    def effective_groups_claim(self) -> str:
+        if self.groups_claim:
+            return self.groups_claim
+        return "cognito:groups" if self.provider == "cognito" else "groups"
+
+
+class SessionConfig(_Strict):
+    cookie_name: str | None = None  # default "__Host-authproxy" on https, else "authproxy"
+    cookie_domain: str | None = None  # share one sign-in across subdomains (prefix becomes __Secure-)
+    secrets: list[SecretStr] = Field(min_length=1)  # first encrypts, all decrypt; >= 32 characters each
+    lifetime: PositiveDuration = 12 * 3600.0  # absolute
+    idle_timeout: PositiveDuration = 2 * 3600.0
+
+    @field_validator("secrets")
+    @classmethod
+    def _long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for secret in value:
+            if len(secret.get_secret_value()) < 32:
+                raise ValueError("each secret needs at least 32 characters (e.g. `openssl rand -base64 32`)")
+        return value
+
+    @field_validator("cookie_name")
+    @classmethod
+    def _cookie_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value.removeprefix("__Host-").removeprefix("__Secure-")):
+            raise ValueError("cookie_name: letters, digits, '_', '.', '-' only")
+        return value
+
+
 class Config(_Strict):
     listen: ListenAddr = ListenAddress("0.0.0.0", 8080)
     admin_listen: ListenAddr = ListenAddress("127.0.0.1", 9090)
@@ -240,7 +311,25 @@ class Config(_Strict):
     shutdown_timeout: Annotated[float, BeforeValidator(parse_duration), Field(le=3600)] = 20.0
     log: LogConfig = LogConfig()
     limits: Limits = Limits()
+    proxy_prefix: str = "/oauth2"  # where the proxy's own endpoints live
+    oidc: OidcConfig | None = None  # required when a route signs users in
+    session: SessionConfig | None = None  # required when a route signs users in
     routes: list[Route] = Field(min_length=1)
+
+    @field_validator("proxy_prefix")
+    @classmethod
+    def _proxy_prefix(cls, value: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9_.~-]+)+", value):
+            raise ValueError("proxy_prefix must be a plain path like '/oauth2' (no trailing slash)")
+        return value
+
+    @model_validator(mode="after")
+    def _sign_in_needs(self) -> Config:
+        if any(route.auth == "login" for route in self.routes):
+            missing = [name for name in ("public_url", "oidc", "session") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"routes with auth: login need {', '.join(missing)}")
+        return self
 
     @field_validator("public_url")
     @classmethod

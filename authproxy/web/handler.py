@@ -31,15 +31,20 @@ from authproxy.proxy.headers import (
 )
 from authproxy.proxy.pages import error_response
 from authproxy.proxy.websocket import WebSocketRelay, is_websocket_upgrade
+from authproxy.session.cookies import without_own_cookies
+from authproxy.web.signin import SignIn
 
+SIGN_IN_ROUTE = "(sign-in)"  # route label for the proxy's own endpoints under proxy_prefix
 CLIENT_CLOSED = 499  # nginx's convention for "client closed the request" in logs and metrics
 
 
 class ProxyHandler:
     """Handles every request on the proxy listener."""
 
-    def __init__(self, config: Config, forwarder: Forwarder, access_log: AccessLog):
+    def __init__(self, config: Config, forwarder: Forwarder, access_log: AccessLog, sign_in: SignIn | None = None):
         self.routes = RouteTable(config.routes)
+        self.sign_in = sign_in
+        self.own_prefix = config.proxy_prefix + "/"
         self.trusted = TrustedProxies(config.trusted_proxies)  # type: ignore[arg-type]
         self.forwarder = forwarder
         self.access_log = access_log
@@ -53,6 +58,7 @@ class ProxyHandler:
         peer = request.remote or ""
         peer_trusted = self.trusted.contains(peer)
         route_name: str | None = None
+        user: str | None = None
         upstream_status: int | None = None
         status = 500
         status_if_cut = CLIENT_CLOSED  # what the log says when the connection ends mid-response
@@ -67,6 +73,12 @@ class ProxyHandler:
                 host_header = effective_host(headers, peer_trusted)
                 if not valid_host_header(host_header):
                     raise BadRequest("the Host header is not a valid host[:port]")
+                sign_in = self.sign_in
+                if sign_in is not None and path.startswith(self.own_prefix):
+                    route_name = SIGN_IN_ROUTE
+                    response = await sign_in.handle(request, path[len(self.own_prefix) :], request_id)
+                    status = response.status
+                    return response
                 found = self.routes.match(request_host(host_header), path, request.method)
                 if found is None:
                     raise RouteNotFound("no route matches this request")
@@ -74,6 +86,16 @@ class ProxyHandler:
                 route_name = route.name
                 if normalised.has_encoded_slash and not route.allow_encoded_slashes:
                     raise BadRequest("encoded slashes (%2F, %5C) are not allowed on this route")
+                scheme = effective_scheme(headers, peer_trusted, request.scheme)
+                if route.auth == "login" and sign_in is not None and not _is_cors_preflight(request):
+                    current = sign_in.current(request, int(time.time()))
+                    if current is None:
+                        response = sign_in.unauthenticated(
+                            request, host_header, scheme, path + ("?" + query if query else ""), request_id
+                        )
+                        status = response.status
+                        return response
+                    user = current[1].sub
                 length = request.content_length
                 if route.max_body is not None and length is not None and length > route.max_body:
                     raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
@@ -83,11 +105,16 @@ class ProxyHandler:
                     headers,
                     peer=peer,
                     peer_trusted=peer_trusted,
-                    scheme=effective_scheme(headers, peer_trusted, request.scheme),
+                    scheme=scheme,
                     host_header=host_header,
                     upstream_host=None if route.preserve_host else route.upstream.host_header,
                     request_id=request_id,
                 )
+                if sign_in is not None and "Cookie" in upstream_headers:
+                    # The proxy's own cookies are for the proxy: an upstream never sees them.
+                    cookie = without_own_cookies("; ".join(upstream_headers.popall("Cookie")), sign_in.cookies)
+                    if cookie is not None:
+                        upstream_headers["Cookie"] = cookie
                 if is_websocket_upgrade(request):
                     relay = WebSocketRelay(
                         self.forwarder.session, route.max_body, route.connect_timeout + route.read_timeout
@@ -149,6 +176,7 @@ class ProxyHandler:
                     upstream_status=upstream_status,
                     duration=elapsed,
                     client=client_address(peer, headers.getall("X-Forwarded-For", ()), self.trusted),
+                    user=user,
                 )
 
     @staticmethod
@@ -167,6 +195,12 @@ class ProxyHandler:
             raise ExpectationFailed("only 'Expect: 100-continue' is supported")
         if request.version >= HttpVersion11:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _is_cors_preflight(request: web.BaseRequest) -> bool:
+    """Preflights carry no credentials (Fetch standard), so they pass to the upstream."""
+    headers = request.headers
+    return request.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
 def server_options(config: Config) -> dict[str, object]:

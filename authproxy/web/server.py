@@ -13,6 +13,7 @@ import gc
 import os
 import signal
 
+import aiohttp
 from aiohttp import web
 
 from authproxy import __version__, metrics
@@ -21,6 +22,7 @@ from authproxy.logs import AccessLog, log
 from authproxy.proxy.forward import Forwarder
 from authproxy.web.admin import Readiness, admin_app, readiness_probe
 from authproxy.web.handler import ProxyHandler, server_options
+from authproxy.web.signin import SignIn
 
 # A worker tells its supervisor its state by writing one of these lines to a pipe.
 STATUS_READY = b"ready\n"
@@ -52,7 +54,14 @@ async def serve(
     readiness = Readiness()
     forwarder = Forwarder(client_idle_timeout=config.limits.client_idle_timeout)
     await forwarder.start()
-    handler = ProxyHandler(config, forwarder, AccessLog(config.log))
+    idp_http: aiohttp.ClientSession | None = None
+    sign_in: SignIn | None = None
+    loading: asyncio.Task[None] | None = None
+    if config.oidc is not None and config.session is not None and config.public_url is not None:
+        idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        sign_in = SignIn(config, idp_http, readiness)
+        loading = asyncio.create_task(sign_in.load())
+    handler = ProxyHandler(config, forwarder, AccessLog(config.log), sign_in)
     # Draining is ours (see _drain); aiohttp's own wait then only closes what is left.
     runner = web.ServerRunner(web.Server(handler, **server_options(config)), shutdown_timeout=_FINAL_CLOSE)
     admin_runner: web.AppRunner | None = None
@@ -102,8 +111,12 @@ async def serve(
         log().info("stopped", extra={"fields": {"pid": os.getpid()}})
         return 0
     finally:
+        if loading is not None:
+            loading.cancel()
         await runner.cleanup()
         await forwarder.close()
+        if idp_http is not None:
+            await idp_http.close()
         if admin_runner is not None:
             await admin_runner.cleanup()
 

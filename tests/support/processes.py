@@ -89,8 +89,16 @@ class UpstreamProcess:
 class ProxyProcess:
     """``authproxy run`` on a config built from ``settings`` (listen ports filled in)."""
 
-    def __init__(self, settings: dict, workdir: Path, *, name: str = "authproxy", env: dict[str, str] | None = None):
-        self.port = free_port()
+    def __init__(
+        self,
+        settings: dict,
+        workdir: Path,
+        *,
+        name: str = "authproxy",
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.admin_port = free_port()
         config = {"listen": f"127.0.0.1:{self.port}", "admin_listen": f"127.0.0.1:{self.admin_port}", **settings}
         workdir.mkdir(parents=True, exist_ok=True)

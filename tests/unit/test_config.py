@@ -33,6 +33,34 @@ def test_example_file_is_valid():
     assert config.routes
 
 
+def test_sign_in_example_is_valid():
+    env = {"OIDC_CLIENT_SECRET": "client-secret", "SESSION_SECRET": "s" * 44}
+    config = load_config(ROOT / "config.signin.example.yaml", env)
+    assert config.oidc.provider == "cognito" and config.oidc.effective_groups_claim == "cognito:groups"
+    assert config.routes[0].auth == "login"
+    assert "s" * 44 not in repr(config)  # secrets are masked
+
+
+@pytest.mark.parametrize(
+    ("snippet", "words"),
+    [
+        ("public_url: https://a.example\nroutes: [{name: a, upstream: 'http://u', auth: login}]", "need oidc, session"),
+        ("oidc: {issuer: 'https://i', client_id: c, provider: cognito, client_secret: s}\n" + MINIMAL, "cognito_domain"),
+        ("oidc: {issuer: 'https://i', client_id: c}\n" + MINIMAL, "needs client_secret"),
+        ("oidc: {issuer: 'https://i', client_id: c, client_auth: none, scopes: [email]}\n" + MINIMAL, "openid"),
+        ("session: {secrets: [short]}\n" + MINIMAL, "32 characters"),
+        ("proxy_prefix: /oauth2/\n" + MINIMAL, "proxy_prefix"),
+    ],
+)
+def test_sign_in_config_errors(snippet, words):
+    assert words in str(errors(snippet))
+
+
+def test_session_secret_never_echoed():
+    error = errors("session: {secrets: ['${S}']}\n" + MINIMAL, {"S": "tooshort-secret"})
+    assert "tooshort-secret" not in str(error)
+
+
 def test_defaults():
     config = parse(MINIMAL)
     assert config.listen == ListenAddress("0.0.0.0", 8080)

@@ -1,0 +1,329 @@
+"""Sign-in for ``auth: login`` routes: the proxy's endpoints under ``proxy_prefix``
+(start, callback, sign_out, userinfo) and the session check on protected routes.
+
+The rules come from OIDC Core 3.1 and RFC 6749/7636/9207; each step names its source.
+Pure decisions live in oidc/ and session/; this module is the HTTP edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import time
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from authproxy.config.schema import Config
+from authproxy.logs import log
+from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected, discover
+from authproxy.oidc.endpoints import DiscoveryInvalid, Endpoints, for_cognito, from_discovery
+from authproxy.oidc.flow import TRANSACTION_LIFETIME, Transaction, authorization_url
+from authproxy.oidc.redirects import RedirectPolicy
+from authproxy.oidc.verify import TokenInvalid, TokenRules
+from authproxy.proxy.pages import error_response, wants_html
+from authproxy.session.cookies import CookiePolicy, SessionTicket, request_cookies
+from authproxy.session.crypto import SecretBox, Unsealable
+from authproxy.session.store import MemorySessionStore, Session
+from authproxy.web.admin import Readiness
+
+_RETRY_START, _RETRY_MAX = 0.5, 30.0
+_USED_STATES_MAX = 100_000
+
+
+class SignIn:
+    """Everything sign-in needs, built once at start-up from the configuration."""
+
+    def __init__(self, config: Config, http: aiohttp.ClientSession, readiness: Readiness):
+        assert config.oidc is not None and config.session is not None and config.public_url is not None
+        self.oidc = config.oidc
+        self.settings = config.session
+        self.public_url: URL = config.public_url  # type: ignore[assignment]
+        self.origin = str(self.public_url).rstrip("/")
+        self.prefix = config.proxy_prefix
+        self.callback_url = f"{self.origin}{self.prefix}/callback"
+        self.cookies = CookiePolicy.build(
+            https=self.public_url.scheme == "https",
+            cookie_name=self.settings.cookie_name,
+            cookie_domain=self.settings.cookie_domain,
+        )
+        secrets = [secret.get_secret_value() for secret in self.settings.secrets]
+        self.sessions = MemorySessionStore(SecretBox(secrets, b"authproxy session"))
+        self.transactions = SecretBox(secrets, b"authproxy sign-in transaction")
+        route_hosts = {route.match.host for route in config.routes if route.match.host}
+        self.redirects = RedirectPolicy([self.public_url.host or "", *route_hosts], self.oidc.allowed_redirect_hosts)
+        self._http = http
+        self._readiness = readiness
+        self._used_states: dict[str, int] = {}
+        self.client: IdentityProviderClient | None = None
+        readiness.pending("identity_provider", "loading provider discovery and keys")
+
+    # --- start-up -----------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Discovery and JWKS with retry and backoff; ready once both are loaded."""
+        delay = _RETRY_START
+        while True:
+            try:
+                endpoints = await self._endpoints()
+                client = IdentityProviderClient(
+                    self._http,
+                    endpoints,
+                    client_id=self.oidc.client_id,
+                    client_secret=self.oidc.client_secret.get_secret_value() if self.oidc.client_secret else None,
+                    client_auth=self.oidc.client_auth,
+                )
+                await client.jwks.load()
+            except (IdpError, DiscoveryInvalid) as exc:
+                log().warning("identity_provider_unavailable", extra={"fields": {"error": str(exc), "retry_in_s": delay}})
+                self._readiness.pending("identity_provider", f"provider not loaded yet: {exc}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            self.client = client
+            self._readiness.done("identity_provider")
+            log().info("identity_provider_loaded", extra={"fields": {"issuer": self.oidc.issuer}})
+            return
+
+    async def _endpoints(self) -> Endpoints:
+        oidc = self.oidc
+        overrides = {
+            "jwks_uri": oidc.jwks_uri,
+            "authorization": oidc.authorization_endpoint,
+            "token": oidc.token_endpoint,
+            "revocation": oidc.revocation_endpoint,
+            "end_session": oidc.end_session_endpoint,
+            "userinfo": oidc.userinfo_endpoint,
+        }
+        if oidc.provider == "cognito":
+            return for_cognito(oidc.issuer, str(oidc.cognito_domain), overrides)
+        return from_discovery(await discover(self._http, oidc.issuer), oidc.issuer, overrides)
+
+    # --- the session on protected routes --------------------------------------------
+
+    def current(self, request: web.BaseRequest, now: int) -> tuple[SessionTicket, Session] | None:
+        ticket = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
+        if ticket is None:
+            return None
+        session = self.sessions.get(ticket, now)
+        if session is None:
+            return None
+        if now - session.last_seen_at >= self.settings.idle_timeout:
+            self.sessions.delete(ticket)
+            return None
+        if now - session.last_seen_at >= 60:  # not one store write per request
+            session.last_seen_at = now
+            self.sessions.put(ticket, session)
+        return ticket, session
+
+    def unauthenticated(self, request: web.BaseRequest, host: str, scheme: str, path_qs: str, request_id: str) -> web.Response:
+        """A browser navigation goes to sign in; anything else gets 401 (RFC 6750 3)."""
+        accept = request.headers.get("Accept")
+        if request.method in ("GET", "HEAD") and wants_html(accept):
+            own_host = self.public_url.host or ""
+            target = path_qs if host.split(":")[0].lower() == own_host.lower() else f"{scheme}://{host}{path_qs}"
+            location = f"{self.origin}{self.prefix}/start?" + urlencode({"rd": target})
+            return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+        return error_response(
+            401, "unauthorized", "sign-in required", request_id, accept=accept,
+            headers={"WWW-Authenticate": 'Bearer realm="authproxy"'},
+        )
+
+    # --- the proxy's own endpoints ------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest, endpoint: str, request_id: str) -> web.StreamResponse:
+        if self.client is None:
+            return error_response(503, "not_ready", "sign-in is not available yet", request_id,
+                                  accept=request.headers.get("Accept"), headers={"Retry-After": "5"})
+        handler = {
+            "start": self._start,
+            "callback": self._callback,
+            "sign_out": self._sign_out,
+            "userinfo": self._userinfo,
+        }.get(endpoint)
+        if handler is None:
+            return error_response(404, "not_found", "no such endpoint", request_id, accept=request.headers.get("Accept"))
+        return await handler(request, request_id)
+
+    async def _start(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
+        now = int(time.time())
+        target = self.redirects.safe_target(request.query.get("rd"))
+        transaction = Transaction.start(target, now)
+        assert self.client is not None
+        location = authorization_url(
+            self.client.endpoints.authorization,
+            client_id=self.oidc.client_id,
+            redirect_uri=self.callback_url,
+            scopes=self.oidc.scopes,
+            transaction=transaction,
+            extra=self.oidc.authorize_params,
+        )
+        sealed = self.transactions.seal(transaction.to_bytes()).hex()
+        response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+        response.headers.add("Set-Cookie", self.cookies.set_transaction(transaction.state, sealed, TRANSACTION_LIFETIME))
+        return response
+
+    async def _callback(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
+        accept = request.headers.get("Accept")
+        query = request.query
+        state = query.get("state", "")
+
+        def fail(reason: str, message: str, status: int = 400) -> web.Response:
+            log().warning("login_failed", extra={"fields": {"request_id": request_id, "reason": reason}})
+            response = error_response(status, reason, message, request_id, accept=accept)
+            if state:
+                response.headers.add("Set-Cookie", self.cookies.clear_transaction(state))
+            return response
+
+        if not state:
+            return fail("state_missing", "the sign-in response carries no state")
+        sealed = request_cookies(request.headers.get("Cookie")).get(self.cookies.transaction_name(state))
+        if sealed is None:
+            return fail("state_mismatch", "this sign-in was not started in this browser, or it expired; start again")
+        try:
+            transaction = Transaction.from_bytes(self.transactions.open(bytes.fromhex(sealed)))
+        except (Unsealable, ValueError):
+            return fail("state_mismatch", "the sign-in cookie is not valid; start again")
+        now = int(time.time())
+        if transaction.state != state or transaction.expired(now):
+            return fail("state_mismatch", "this sign-in expired or does not match; start again")
+        if state in self._used_states:
+            return fail("replayed", "this sign-in response was already used")
+        # RFC 9207 2.4: the iss parameter, when present (or promised), must be our issuer.
+        assert self.client is not None
+        iss = query.get("iss")
+        if (iss is not None or self.client.endpoints.iss_parameter_supported) and iss != self.oidc.issuer:
+            return fail("issuer_mismatch", "the sign-in response came from an unexpected issuer")
+        if "error" in query:
+            code = query.get("error", "")[:64]
+            return fail("idp_error", f"the identity provider refused the sign-in: {_printable(code)}", status=403)
+        code = query.get("code")
+        if not code:
+            return fail("code_missing", "the sign-in response carries no code")
+        self._remember_state(state, now)
+        try:
+            tokens = await self.client.exchange_code(code, transaction.code_verifier, self.callback_url)
+        except IdpRejected as exc:
+            return fail("code_rejected", f"the identity provider rejected the sign-in ({_printable(exc.error)})")
+        except IdpError:
+            return fail("idp_unavailable", "the identity provider could not be reached; try again", status=502)
+        if not tokens.id_token:
+            return fail("token_invalid", "the identity provider returned no ID token")
+        rules = TokenRules(
+            issuer=self.oidc.issuer,
+            audiences=frozenset({self.oidc.client_id}),
+            authorized_party=self.oidc.client_id,
+            token_use="id" if self.oidc.provider == "cognito" else None,
+            nonce=transaction.nonce,
+        )
+        try:
+            claims = await self.client.verify(tokens.id_token, rules, now)
+        except TokenInvalid as exc:
+            return fail("token_invalid", f"the ID token was not acceptable ({exc.reason})")
+        except IdpError:
+            return fail("idp_unavailable", "the identity provider's keys could not be loaded", status=502)
+        # A new session with a fresh id every time: no session fixation (OWASP).
+        ticket = SessionTicket.new()
+        session = Session(
+            sub=str(claims.get("sub", "")),
+            claims=claims,
+            access_token=tokens.access_token,
+            id_token=tokens.id_token,
+            refresh_token=tokens.refresh_token,
+            access_expires_at=now + tokens.expires_in if tokens.expires_in else None,
+            created_at=now,
+            expires_at=now + int(self.settings.lifetime),
+            last_seen_at=now,
+        )
+        self.sessions.put(ticket, session)
+        log().info("login_success", extra={"fields": {"request_id": request_id, "sub": session.sub}})
+        response = web.Response(
+            status=302,
+            headers={"Location": transaction.redirect_target, "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
+        )
+        response.headers.add("Set-Cookie", self.cookies.set_session(ticket.encode(), int(self.settings.lifetime)))
+        response.headers.add("Set-Cookie", self.cookies.clear_transaction(state))
+        return response
+
+    async def _sign_out(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
+        target = self.redirects.safe_target(request.query.get("rd"))
+        if not self._same_origin(request):
+            # A third-party page must not sign users out (logout CSRF): ask instead.
+            return _confirmation_page(f"{self.prefix}/sign_out?" + urlencode({"rd": target}), request_id)
+        found = self.current(request, int(time.time()))
+        location = target
+        if found is not None:
+            ticket, session = found
+            self.sessions.delete(ticket)
+            if session.refresh_token and self.client is not None:
+                try:
+                    await self.client.revoke(session.refresh_token)  # RFC 7009
+                except IdpError as exc:
+                    log().warning("revocation_failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
+            location = self._logout_location(session, target)
+            log().info("logout", extra={"fields": {"request_id": request_id, "sub": session.sub}})
+        response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+        response.headers.add("Set-Cookie", self.cookies.clear_session())
+        return response
+
+    def _logout_location(self, session: Session, target: str) -> str:
+        assert self.client is not None
+        endpoints = self.client.endpoints
+        after = self.oidc.post_logout_redirect_uri or f"{self.origin}/"
+        if endpoints.cognito_logout:
+            return endpoints.cognito_logout + "?" + urlencode({"client_id": self.oidc.client_id, "logout_uri": after})
+        if endpoints.end_session:
+            params = {"post_logout_redirect_uri": after, "client_id": self.oidc.client_id}
+            if session.id_token:
+                params["id_token_hint"] = session.id_token
+            return endpoints.end_session + "?" + urlencode(params)
+        return target
+
+    async def _userinfo(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
+        found = self.current(request, int(time.time()))
+        if found is None:
+            return error_response(401, "unauthorized", "no session", request_id, accept="application/json")
+        _, session = found
+        claims = session.claims
+        groups = claims.get(self.oidc.effective_groups_claim) or []
+        body = {
+            "sub": session.sub,
+            "email": claims.get("email"),
+            "name": claims.get("name"),
+            "groups": groups if isinstance(groups, list) else [groups],
+            "session_expires_at": session.expires_at,
+        }
+        return web.Response(text=json.dumps(body), content_type="application/json", headers={"Cache-Control": "no-store"})
+
+    def _same_origin(self, request: web.BaseRequest) -> bool:
+        site = request.headers.get("Sec-Fetch-Site")
+        if site is not None:
+            return site in ("same-origin", "none")
+        for header in ("Origin", "Referer"):
+            value = request.headers.get(header)
+            if value:
+                parts = urlsplit(value)
+                return f"{parts.scheme}://{parts.netloc}" == self.origin
+        return False
+
+    def _remember_state(self, state: str, now: int) -> None:
+        """A transaction is usable once (OIDC Core 3.1.2.7 codes are single-use too)."""
+        if len(self._used_states) >= _USED_STATES_MAX:
+            cutoff = now - TRANSACTION_LIFETIME
+            self._used_states = {s: t for s, t in self._used_states.items() if t >= cutoff}
+        self._used_states[state] = now
+
+
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if ch.isalnum() or ch in "_-.")[:64]
+
+
+def _confirmation_page(action: str, request_id: str) -> web.Response:
+    body = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Sign out?</title></head>
+<body style="font-family:system-ui,sans-serif;max-width:30rem;margin:4rem auto">
+<h1>Sign out?</h1><form method="post" action="{html.escape(action)}"><button type="submit">Sign out</button></form>
+</body></html>"""
+    return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store", "X-Request-Id": request_id})

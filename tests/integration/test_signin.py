@@ -1,0 +1,187 @@
+"""Sign-in end to end through a real authproxy process and the real oidc-provider,
+driven by an HTTP client through the provider's development login and consent forms."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, query_of, sign_in_at_provider
+from tests.support.processes import ProxyProcess, free_port
+
+SESSION_SECRET = "test-session-secret-0123456789-abcdefghij"
+
+
+@pytest.fixture(scope="module")
+def setup(upstream, tmp_path_factory):
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    provider = OidcProvider([f"{public}/oauth2/callback"], [f"{public}/"])
+    proxy = ProxyProcess(
+        {
+            "public_url": public,
+            "oidc": {
+                "provider": "generic",
+                "issuer": provider.issuer,
+                "client_id": CLIENT_ID,
+                "client_secret": "${TEST_CLIENT_SECRET}",
+                "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+                "authorize_params": {"prompt": "consent"},
+            },
+            "session": {"secrets": ["${TEST_SESSION_SECRET}"]},
+            "routes": [
+                {"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login"},
+                {"name": "open", "match": {"path_prefix": "/open"}, "upstream": upstream.url, "auth": "public"},
+            ],
+        },
+        tmp_path_factory.mktemp("signin"),
+        port=port,
+        env={"TEST_CLIENT_SECRET": CLIENT_SECRET, "TEST_SESSION_SECRET": SESSION_SECRET},
+    )
+    yield proxy, provider
+    proxy.stop()
+    provider.stop()
+
+
+def browser():
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"})
+
+
+async def sign_in(session, proxy, user="alice", path="/app/page?x=1"):
+    async with session.get(proxy.url + path, allow_redirects=False) as response:
+        assert response.status == 302
+        start = response.headers["Location"]
+    assert start.startswith(proxy.url + "/oauth2/start?")
+    async with session.get(start, allow_redirects=False) as response:
+        assert response.status == 302
+        authorize = response.headers["Location"]
+    callback = await sign_in_at_provider(session, authorize, user, proxy.url + "/oauth2/callback")
+    async with session.get(callback, allow_redirects=False) as response:
+        assert response.status == 302, await response.text()
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+        assert response.headers["Location"] == path
+    return callback
+
+
+async def test_full_sign_in_session_userinfo_and_sign_out(setup, upstream):
+    proxy, provider = setup
+    async with browser() as session:
+        await sign_in(session, proxy)
+        async with session.get(proxy.url + "/app/page?x=1", headers={"Cookie": "theirs=1"}) as response:
+            assert response.status == 200
+            echo = await response.json()
+        cookies = "; ".join(value for name, value in echo["headers"] if name.lower() == "cookie")
+        assert "theirs=1" in cookies and "authproxy" not in cookies  # our cookies never go upstream
+        async with session.get(proxy.url + "/oauth2/userinfo") as response:
+            info = await response.json()
+        assert info["sub"] == "alice" and info["email"] == "alice@example.com" and info["groups"] == ["admins"]
+        assert "token" not in json.dumps(info)
+        # sign out from our own page: session deleted, refresh token revoked, provider logout
+        async with session.get(proxy.url + "/oauth2/sign_out", headers={"Sec-Fetch-Site": "same-origin"},
+                               allow_redirects=False) as response:
+            assert response.status == 302
+            location = response.headers["Location"]
+        assert location.startswith(provider.issuer + "/session/end?")
+        assert query_of(location)["client_id"] == CLIENT_ID and "id_token_hint" in query_of(location)
+        async with session.get(proxy.url + "/app/page", allow_redirects=False) as response:
+            assert response.status == 302  # signed out: sent to sign in again
+    record = [r for r in proxy.access_records() if r["path"] == "/app/page?x=" and r["status"] == 200]
+    assert record and record[0]["user"] == "alice"
+    text = proxy.logs()
+    assert SESSION_SECRET not in text and CLIENT_SECRET not in text
+
+
+async def test_api_client_without_session_gets_401(setup):
+    proxy, _ = setup
+    async with aiohttp.ClientSession() as session:
+        async with session.get(proxy.url + "/app/data", headers={"Accept": "application/json"}) as response:
+            assert response.status == 401
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            assert (await response.json())["error"] == "unauthorized"
+        async with session.options(proxy.url + "/app/data", headers={"Origin": "http://x.test",
+                                   "Access-Control-Request-Method": "POST"}) as response:
+            assert response.status == 200  # CORS preflights pass unauthenticated
+        async with session.get(proxy.url + "/open/x") as response:
+            assert response.status == 200
+
+
+async def test_replayed_callback_fails_cleanly(setup):
+    proxy, _ = setup
+    async with browser() as session:
+        callback = await sign_in(session, proxy, "bob")
+        async with session.get(callback, allow_redirects=False) as response:
+            assert response.status == 400
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status"),
+    [
+        (lambda q: {**q, "state": "forged-state"}, 400),
+        (lambda q: {**q, "iss": "http://evil.test"}, 400),
+        (lambda q: {k: v for k, v in q.items() if k != "iss"}, 400),  # discovery promised iss (RFC 9207)
+        (lambda q: {"state": q["state"], "iss": q["iss"], "error": "access_denied"}, 403),
+    ],
+)
+async def test_callback_negative_cases(setup, mutate, status):
+    proxy, _ = setup
+    async with browser() as session:
+        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
+            authorize = response.headers["Location"]
+        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        params = mutate(query_of(callback))
+        async with session.get(proxy.url + "/oauth2/callback", params=params, allow_redirects=False) as response:
+            assert response.status == status
+            page = await response.text()
+        assert "Traceback" not in page
+        async with session.get(proxy.url + "/app/x", allow_redirects=False) as response:
+            assert response.status == 302  # no session was created
+
+
+async def test_missing_transaction_cookie(setup):
+    proxy, _ = setup
+    async with browser() as session:
+        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
+            authorize = response.headers["Location"]
+        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+    async with browser() as other_browser:  # the code arrives in a browser that did not start the sign-in
+        async with other_browser.get(callback, allow_redirects=False) as response:
+            assert response.status == 400
+
+
+async def test_parallel_sign_ins_in_one_browser_all_complete(setup):
+    proxy, _ = setup
+    async with browser() as session:
+        authorizes = []
+        for target in ("/app/one", "/app/two"):
+            async with session.get(proxy.url + "/oauth2/start", params={"rd": target}, allow_redirects=False) as response:
+                authorizes.append(response.headers["Location"])
+        callbacks = [await sign_in_at_provider(session, url, "alice", proxy.url + "/oauth2/callback") for url in authorizes]
+        for callback, target in zip(callbacks, ("/app/one", "/app/two"), strict=True):
+            async with session.get(callback, allow_redirects=False) as response:
+                assert response.status == 302 and response.headers["Location"] == target
+
+
+async def test_open_redirects_become_root(setup):
+    proxy, _ = setup
+    async with browser() as session:
+        async with session.get(proxy.url + "/oauth2/start", params={"rd": "https://evil.test/"},
+                               allow_redirects=False) as response:
+            authorize = response.headers["Location"]
+        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        async with session.get(callback, allow_redirects=False) as response:
+            assert response.headers["Location"] == "/"
+
+
+async def test_third_party_sign_out_only_asks(setup):
+    proxy, _ = setup
+    async with browser() as session:
+        await sign_in(session, proxy)
+        async with session.get(proxy.url + "/oauth2/sign_out", headers={"Sec-Fetch-Site": "cross-site"},
+                               allow_redirects=False) as response:
+            assert response.status == 200 and "<form" in await response.text()
+        async with session.get(proxy.url + "/app/page?x=1", allow_redirects=False) as response:
+            assert response.status == 200  # still signed in
+        assert urlsplit(proxy.url).hostname == "127.0.0.1"
