@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlencode
 
 from authproxy.errors import AuthproxyError
 
@@ -80,6 +81,24 @@ def for_cognito(issuer: str, cognito_domain: str, overrides: Mapping[str, str | 
         cognito_logout=f"{domain}/logout",
     )
     return endpoints.with_overrides({name: overrides.get(name) for name in OVERRIDABLE})
+
+
+def logout_url(endpoints: Endpoints, *, client_id: str, after: str, id_token: str | None, fallback: str) -> str:
+    """Where the browser goes after our sign-out, to end the provider's session too.
+
+    Cognito: ``/logout?client_id=&logout_uri=`` (it clears Cognito's own cookie; it is not
+    RP-initiated logout and takes no id_token_hint). Generic: RP-Initiated Logout 1.0
+    with ``id_token_hint``. A provider with neither: ``fallback`` (the validated rd).
+    """
+    if endpoints.cognito_logout:
+        return endpoints.cognito_logout + "?" + urlencode({"client_id": client_id, "logout_uri": after})
+    if endpoints.end_session:
+        params = {"post_logout_redirect_uri": after, "client_id": client_id}
+        if id_token:
+            params["id_token_hint"] = id_token
+        separator = "&" if "?" in endpoints.end_session else "?"
+        return endpoints.end_session + separator + urlencode(params)
+    return fallback
 
 
 def _optional_url(value: object) -> str | None:

@@ -20,7 +20,7 @@ from yarl import URL
 from authproxy.config.schema import Config
 from authproxy.logs import log
 from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected, discover
-from authproxy.oidc.endpoints import DiscoveryInvalid, Endpoints, for_cognito, from_discovery
+from authproxy.oidc.endpoints import DiscoveryInvalid, Endpoints, for_cognito, from_discovery, logout_url
 from authproxy.oidc.flow import TRANSACTION_LIFETIME, Transaction, authorization_url
 from authproxy.oidc.redirects import RedirectPolicy
 from authproxy.oidc.verify import TokenInvalid, TokenRules
@@ -263,24 +263,18 @@ class SignIn:
                     await self.client.revoke(session.refresh_token)  # RFC 7009
                 except IdpError as exc:
                     log().warning("revocation_failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
-            location = self._logout_location(session, target)
+            assert self.client is not None
+            location = logout_url(
+                self.client.endpoints,
+                client_id=self.oidc.client_id,
+                after=self.oidc.post_logout_redirect_uri or f"{self.origin}/",
+                id_token=session.id_token,
+                fallback=target,
+            )
             log().info("logout", extra={"fields": {"request_id": request_id, "sub": session.sub}})
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookies.clear_session())
         return response
-
-    def _logout_location(self, session: Session, target: str) -> str:
-        assert self.client is not None
-        endpoints = self.client.endpoints
-        after = self.oidc.post_logout_redirect_uri or f"{self.origin}/"
-        if endpoints.cognito_logout:
-            return endpoints.cognito_logout + "?" + urlencode({"client_id": self.oidc.client_id, "logout_uri": after})
-        if endpoints.end_session:
-            params = {"post_logout_redirect_uri": after, "client_id": self.oidc.client_id}
-            if session.id_token:
-                params["id_token_hint"] = session.id_token
-            return endpoints.end_session + "?" + urlencode(params)
-        return target
 
     async def _userinfo(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         found = self.current(request, int(time.time()))

@@ -33,6 +33,7 @@ def setup(upstream, tmp_path_factory):
             },
             "session": {"secrets": ["${TEST_SESSION_SECRET}"]},
             "routes": [
+                {"name": "second", "match": {"host": "second.test"}, "upstream": upstream.url, "auth": "login"},
                 {"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login"},
                 {"name": "open", "match": {"path_prefix": "/open"}, "upstream": upstream.url, "auth": "public"},
             ],
@@ -162,6 +163,24 @@ async def test_parallel_sign_ins_in_one_browser_all_complete(setup):
         for callback, target in zip(callbacks, ("/app/one", "/app/two"), strict=True):
             async with session.get(callback, allow_redirects=False) as response:
                 assert response.status == 302 and response.headers["Location"] == target
+
+
+async def test_sign_in_started_on_another_host_lands_back_there(setup):
+    proxy, _ = setup
+    other = f"second.test:{proxy.port}"
+    async with browser() as session:
+        async with session.get(proxy.url + "/deep/page?q=1", headers={"Host": other}, allow_redirects=False) as response:
+            assert response.status == 302
+            start = response.headers["Location"]
+        # one callback for every host: the sign-in runs on public_url
+        assert start.startswith(proxy.url + "/oauth2/start?")
+        assert query_of(start)["rd"] == f"http://{other}/deep/page?q=1"
+        async with session.get(start, allow_redirects=False) as response:
+            authorize = response.headers["Location"]
+        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        async with session.get(callback, allow_redirects=False) as response:
+            assert response.status == 302
+            assert response.headers["Location"] == f"http://{other}/deep/page?q=1"
 
 
 async def test_open_redirects_become_root(setup):

@@ -1,7 +1,7 @@
 import pytest
 
 from authproxy.oidc.client import JwksCache
-from authproxy.oidc.endpoints import DiscoveryInvalid, for_cognito, from_discovery
+from authproxy.oidc.endpoints import DiscoveryInvalid, for_cognito, from_discovery, logout_url
 
 ISSUER = "https://idp.example.com"
 DOCUMENT = {
@@ -52,6 +52,18 @@ def test_cognito_profile():
     assert endpoints.jwks_uri == issuer + "/.well-known/jwks.json"
     assert not endpoints.iss_parameter_supported  # Cognito sends no RFC 9207 iss
     assert for_cognito(issuer, "https://a", {"jwks_uri": "http://127.0.0.1:5000/p/.well-known/jwks.json"}).jwks_uri.startswith("http://127")
+
+
+def test_logout_urls():
+    cognito = for_cognito("https://cognito-idp.eu-west-1.amazonaws.com/p", "https://auth.example.com", {})
+    assert logout_url(cognito, client_id="c1", after="https://app.example.com/", id_token="t", fallback="/") == (
+        "https://auth.example.com/logout?client_id=c1&logout_uri=https%3A%2F%2Fapp.example.com%2F"
+    )  # no id_token_hint: Cognito's /logout is not RP-initiated logout
+    generic = from_discovery(DOCUMENT, ISSUER, {})
+    url = logout_url(generic, client_id="c1", after="https://app.example.com/", id_token="t", fallback="/")
+    assert url == (ISSUER + "/logout?post_logout_redirect_uri=https%3A%2F%2Fapp.example.com%2F&client_id=c1&id_token_hint=t")
+    bare = from_discovery({k: v for k, v in DOCUMENT.items() if k != "end_session_endpoint"}, ISSUER, {})
+    assert logout_url(bare, client_id="c1", after="x", id_token="t", fallback="/back") == "/back"
 
 
 async def test_jwks_refetch_is_rate_limited():
