@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from authproxy.oidc.client import TokenResponse
 from authproxy.session.cookies import SessionTicket
 from authproxy.session.crypto import SecretBox, Unsealable
 
@@ -30,6 +31,18 @@ class Session:
 
     def __repr__(self) -> str:  # tokens never reach a log through a repr
         return f"Session(sub={self.sub!r}, expires_at={self.expires_at})"
+
+    def refreshed(self, tokens: TokenResponse, now: int) -> Session:
+        """This session after a refresh_token grant. A response without a refresh token
+        keeps the old one (Cognito without rotation sends none, RFC 6749 6); one with a
+        refresh token replaces it (rotation: the old one dies at the provider)."""
+        return replace(
+            self,
+            access_token=tokens.access_token,
+            id_token=tokens.id_token or self.id_token,
+            refresh_token=tokens.refresh_token or self.refresh_token,
+            access_expires_at=now + tokens.expires_in if tokens.expires_in else None,
+        )
 
     def seal(self, box: SecretBox, ticket: SessionTicket) -> bytes:
         return box.seal(json.dumps(asdict(self)).encode(), context=ticket.secret.encode(), associated_data=ticket.key.encode())

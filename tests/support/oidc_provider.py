@@ -18,8 +18,10 @@ CLIENT_SECRET = "authproxy-test-client-secret-0123456789"
 
 
 class OidcProvider:
-    def __init__(self, redirect_uris: list[str], post_logout_redirect_uris: list[str] | None = None, **options):
-        self.port = free_port()
+    def __init__(
+        self, redirect_uris: list[str], post_logout_redirect_uris: list[str] | None = None, port: int | None = None, **options
+    ):
+        self.port = port or free_port()
         client = {
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,

@@ -97,6 +97,7 @@ class ProxyProcess:
         name: str = "authproxy",
         env: dict[str, str] | None = None,
         port: int | None = None,
+        wait: bool = True,
     ):
         self.port = port or free_port()
         self.admin_port = free_port()
@@ -114,7 +115,8 @@ class ProxyProcess:
                 stderr=subprocess.STDOUT,
             )
         try:
-            self.wait_ready()
+            if wait:
+                self.wait_ready()
         except BaseException:
             self.stop()  # never leave a half-started proxy (and its workers) behind
             raise
