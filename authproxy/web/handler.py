@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -32,7 +33,9 @@ from authproxy.proxy.headers import (
 from authproxy.proxy.pages import error_response
 from authproxy.proxy.websocket import WebSocketRelay, is_websocket_upgrade
 from authproxy.session.cookies import without_own_cookies
-from authproxy.web.signin import SignIn
+
+if TYPE_CHECKING:  # sign-in (joserfc, cryptography) is imported only when configured
+    from authproxy.web.signin import SignIn
 
 SIGN_IN_ROUTE = "(sign-in)"  # route label for the proxy's own endpoints under proxy_prefix
 CLIENT_CLOSED = 499  # nginx's convention for "client closed the request" in logs and metrics

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import os
 import signal
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -22,7 +23,9 @@ from authproxy.logs import AccessLog, log
 from authproxy.proxy.forward import Forwarder
 from authproxy.web.admin import Readiness, admin_app, readiness_probe
 from authproxy.web.handler import ProxyHandler, server_options
-from authproxy.web.signin import SignIn
+
+if TYPE_CHECKING:
+    from authproxy.web.signin import SignIn
 
 # A worker tells its supervisor its state by writing one of these lines to a pipe.
 STATUS_READY = b"ready\n"
@@ -58,6 +61,8 @@ async def serve(
     sign_in: SignIn | None = None
     loading: asyncio.Task[None] | None = None
     if config.oidc is not None and config.session is not None and config.public_url is not None:
+        from authproxy.web.signin import SignIn  # only then: it brings joserfc and cryptography
+
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
         sign_in = SignIn(config, idp_http, readiness)
         loading = asyncio.create_task(sign_in.load())
