@@ -329,6 +329,25 @@ class Config(_Strict):
             missing = [name for name in ("public_url", "oidc", "session") if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"routes with auth: login need {', '.join(missing)}")
+            if self.workers != 1:
+                raise ValueError(
+                    "workers must be 1 with auth: login for now: sessions live in one process's memory "
+                    "until the shared (DynamoDB) store is configured"
+                )
+        if self.oidc is not None and self.session is not None:
+            for index, route in enumerate(self.routes):
+                prefix = route.match.path_prefix
+                if prefix and (prefix.rstrip("/") + "/").startswith(self.proxy_prefix + "/"):
+                    raise ValueError(
+                        f"routes[{index}] path_prefix {prefix!r} lies under proxy_prefix {self.proxy_prefix!r}, "
+                        "whose paths the proxy answers itself; change one of them"
+                    )
+        if self.session is not None and self.session.cookie_name and self.public_url is not None:
+            name, https = self.session.cookie_name, self.public_url.scheme == "https"  # type: ignore[attr-defined]
+            if name.startswith(("__Host-", "__Secure-")) and not https:
+                raise ValueError("session.cookie_name: __Host- and __Secure- cookies need an https public_url")
+            if name.startswith("__Host-") and self.session.cookie_domain:
+                raise ValueError("session.cookie_name: a __Host- cookie cannot have a cookie_domain (use __Secure-)")
         return self
 
     @field_validator("public_url")

@@ -46,6 +46,7 @@ class TokenRules:
     token_use: str | None = None  # Cognito: "id" or "access"
     token_type: str | None = None  # JOSE "typ", e.g. "at+jwt" (RFC 9068 2.1)
     nonce: str | None = None  # the sign-in transaction's nonce (ID tokens)
+    id_token: bool = False  # OIDC Core 2: an ID token must carry a non-empty sub and iat
     leeway: int = DEFAULT_LEEWAY
     algorithms: Collection[str] = ALLOWED_ALGORITHMS
 
@@ -94,7 +95,9 @@ def check_claims(claims: Mapping[str, Any], rules: TokenRules, now: int) -> None
     expires = _number(claims, "exp", required=True)
     if now >= expires + rules.leeway:
         raise TokenInvalid("expired")
-    issued = _number(claims, "iat", required=False)
+    if rules.id_token and (not isinstance(claims.get("sub"), str) or not claims["sub"]):
+        raise TokenInvalid("missing_sub")
+    issued = _number(claims, "iat", required=rules.id_token)
     if issued is not None and issued > now + rules.leeway:
         raise TokenInvalid("issued_in_the_future")
     not_before = _number(claims, "nbf", required=False)

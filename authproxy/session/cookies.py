@@ -11,7 +11,6 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 
 _TICKET = re.compile(r"([A-Za-z0-9_-]{32})\.([A-Za-z0-9_-]{43})")
 
@@ -81,7 +80,10 @@ class CookiePolicy:
         return self._header(self.transaction_name(state), value, max_age, None)
 
     def clear_transaction(self, state: str) -> str:
-        return self._header(self.transaction_name(state), "", 0, None)
+        return self.clear_named(self.transaction_name(state))
+
+    def clear_named(self, name: str) -> str:
+        return self._header(name, "", 0, None)
 
     def _header(self, name: str, value: str, max_age: int, domain: str | None) -> str:
         parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
@@ -93,14 +95,17 @@ class CookiePolicy:
 
 
 def request_cookies(header: str | None) -> dict[str, str]:
-    if not header:
-        return {}
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(header)
-    except Exception:  # noqa: BLE001 - a malformed Cookie header means no usable cookie
-        return {}
-    return {name: morsel.value for name, morsel in jar.items()}
+    """name -> value from a Cookie header (RFC 6265 5.4). Split by hand: one malformed
+    cookie of someone else's (SimpleCookie drops the whole header then) must not hide
+    ours. The first of two same-named cookies wins: browsers send the most specific
+    (longest path, host-only) first, so a cookie tossed from a sibling domain loses."""
+    cookies: dict[str, str] = {}
+    for pair in (header or "").split(";"):
+        name, sep, value = pair.partition("=")
+        name = name.strip()
+        if sep and name and name not in cookies:
+            cookies[name] = value.strip()
+    return cookies
 
 
 def without_own_cookies(header: str, policy: CookiePolicy) -> str | None:

@@ -90,7 +90,8 @@ class ProxyHandler:
                 if normalised.has_encoded_slash and not route.allow_encoded_slashes:
                     raise BadRequest("encoded slashes (%2F, %5C) are not allowed on this route")
                 scheme = effective_scheme(headers, peer_trusted, request.scheme)
-                if route.auth == "login" and sign_in is not None and not _is_cors_preflight(request):
+                preflight = False
+                if route.auth == "login" and sign_in is not None and not (preflight := _is_cors_preflight(request)):
                     current = sign_in.current(request, int(time.time()))
                     if current is None:
                         response = sign_in.unauthenticated(
@@ -128,7 +129,9 @@ class ProxyHandler:
                     return response
 
                 body = None
-                if request.body_exists:
+                if preflight:  # a preflight has no body to pass on, whatever the client sent
+                    upstream_headers.popall("Content-Length", None)
+                elif request.body_exists:
                     await self._answer_expect(request)
                     body = RequestBody(request.content, route.max_body, self.idle_timeout)
                 sent = time.perf_counter()

@@ -8,6 +8,7 @@ Pure decisions live in oidc/ and session/; this module is the HTTP edge.
 from __future__ import annotations
 
 import asyncio
+import base64
 import html
 import json
 import time
@@ -32,6 +33,7 @@ from authproxy.web.admin import Readiness
 
 _RETRY_START, _RETRY_MAX = 0.5, 30.0
 _USED_STATES_MAX = 100_000
+_MAX_PENDING_SIGN_INS = 4  # transaction cookies one browser may hold at once
 
 
 class SignIn:
@@ -161,10 +163,27 @@ class SignIn:
             transaction=transaction,
             extra=self.oidc.authorize_params,
         )
-        sealed = self.transactions.seal(transaction.to_bytes()).hex()
+        sealed = _b64encode(self.transactions.seal(transaction.to_bytes()))
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+        for name in self._transactions_to_drop(request):
+            response.headers.add("Set-Cookie", self.cookies.clear_named(name))
         response.headers.add("Set-Cookie", self.cookies.set_transaction(transaction.state, sealed, TRANSACTION_LIFETIME))
         return response
+
+    def _transactions_to_drop(self, request: web.BaseRequest) -> list[str]:
+        """Pending sign-ins beyond the newest few: a browser that starts many (restored
+        tabs, or a hostile page navigating to /start) must not grow its Cookie header
+        past the server's limit and lock itself out of the whole host."""
+        pending = []
+        for name, value in request_cookies(request.headers.get("Cookie")).items():
+            if name.startswith(self.cookies.transaction_prefix):
+                try:
+                    started = Transaction.from_bytes(self.transactions.open(_b64decode(value))).started_at
+                except (Unsealable, ValueError):
+                    started = -1  # unreadable: drop it first
+                pending.append((started, name))
+        pending.sort()
+        return [name for _, name in pending[: max(0, len(pending) - (_MAX_PENDING_SIGN_INS - 1))]]
 
     async def _callback(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         accept = request.headers.get("Accept")
@@ -184,7 +203,7 @@ class SignIn:
         if sealed is None:
             return fail("state_mismatch", "this sign-in was not started in this browser, or it expired; start again")
         try:
-            transaction = Transaction.from_bytes(self.transactions.open(bytes.fromhex(sealed)))
+            transaction = Transaction.from_bytes(self.transactions.open(_b64decode(sealed)))
         except (Unsealable, ValueError):
             return fail("state_mismatch", "the sign-in cookie is not valid; start again")
         now = int(time.time())
@@ -218,6 +237,7 @@ class SignIn:
             authorized_party=self.oidc.client_id,
             token_use="id" if self.oidc.provider == "cognito" else None,
             nonce=transaction.nonce,
+            id_token=True,
         )
         try:
             claims = await self.client.verify(tokens.id_token, rules, now)
@@ -225,7 +245,11 @@ class SignIn:
             return fail("token_invalid", f"the ID token was not acceptable ({exc.reason})")
         except IdpError:
             return fail("idp_unavailable", "the identity provider's keys could not be loaded", status=502)
-        # A new session with a fresh id every time: no session fixation (OWASP).
+        # A new session with a fresh id every time: no session fixation (OWASP). A session
+        # this browser still had ends here, so an old ticket cannot outlive the new sign-in.
+        previous = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
+        if previous is not None:
+            self.sessions.delete(previous)
         ticket = SessionTicket.new()
         session = Session(
             sub=str(claims.get("sub", "")),
@@ -311,6 +335,17 @@ class SignIn:
         self._used_states[state] = now
 
 
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError):
+        raise ValueError("not base64url") from None
+
+
 def _printable(text: str) -> str:
     return "".join(ch for ch in text if ch.isalnum() or ch in "_-.")[:64]
 
@@ -320,4 +355,10 @@ def _confirmation_page(action: str, request_id: str) -> web.Response:
 <body style="font-family:system-ui,sans-serif;max-width:30rem;margin:4rem auto">
 <h1>Sign out?</h1><form method="post" action="{html.escape(action)}"><button type="submit">Sign out</button></form>
 </body></html>"""
-    return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store", "X-Request-Id": request_id})
+    headers = {
+        "Cache-Control": "no-store",
+        "X-Request-Id": request_id,
+        "X-Frame-Options": "DENY",  # no other site may frame the button (clickjacking)
+        "Content-Security-Policy": "frame-ancestors 'none'",
+    }
+    return web.Response(text=body, content_type="text/html", headers=headers)

@@ -110,11 +110,22 @@ async def test_api_client_without_session_gets_401(setup):
 
 
 async def test_replayed_callback_fails_cleanly(setup):
-    proxy, _ = setup
+    proxy, provider = setup
     async with browser() as session:
-        callback = await sign_in(session, proxy, "bob")
+        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
+            authorize = response.headers["Location"]
+        transaction_cookie = "; ".join(f"{c.key}={c.value}" for c in session.cookie_jar if "-txn-" in c.key)
+        callback = await sign_in_at_provider(session, authorize, "bob", proxy.url + "/oauth2/callback")
         async with session.get(callback, allow_redirects=False) as response:
+            assert response.status == 302
+    grants = await provider.settled_grants("authorization_code", 0)
+    # the same response again, with the same transaction cookie: refused before any IdP call
+    async with aiohttp.ClientSession() as attacker:
+        async with attacker.get(callback, headers={"Cookie": transaction_cookie, "Accept": "application/json"},
+                                allow_redirects=False) as response:
             assert response.status == 400
+            assert (await response.json())["error"] == "replayed"
+    assert provider.grants("authorization_code") == grants
 
 
 @pytest.mark.parametrize(
@@ -127,16 +138,18 @@ async def test_replayed_callback_fails_cleanly(setup):
     ],
 )
 async def test_callback_negative_cases(setup, mutate, status):
-    proxy, _ = setup
+    proxy, provider = setup
     async with browser() as session:
         async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
             authorize = response.headers["Location"]
         callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
         params = mutate(query_of(callback))
+        grants = await provider.settled_grants("authorization_code", 0)
         async with session.get(proxy.url + "/oauth2/callback", params=params, allow_redirects=False) as response:
             assert response.status == status
             page = await response.text()
         assert "Traceback" not in page
+        assert await provider.settled_grants("authorization_code", grants) == grants  # no code exchange
         async with session.get(proxy.url + "/app/x", allow_redirects=False) as response:
             assert response.status == 302  # no session was created
 
@@ -192,6 +205,85 @@ async def test_open_redirects_become_root(setup):
         callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
         async with session.get(callback, allow_redirects=False) as response:
             assert response.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize(
+    ("headers", "acts"),
+    [
+        ({"Sec-Fetch-Site": "none"}, True),  # typed into the address bar
+        ({"Origin": "ORIGIN"}, True),
+        ({"Referer": "ORIGIN/app/page"}, True),
+        ({"Origin": "http://evil.test"}, False),
+        ({"Referer": "http://evil.test/page"}, False),
+        ({}, False),  # no evidence of where it came from: ask
+    ],
+)
+async def test_sign_out_acts_only_for_our_own_pages(setup, headers, acts):
+    proxy, _ = setup
+    headers = {name: value.replace("ORIGIN", proxy.url) for name, value in headers.items()}
+    async with browser() as session:
+        await sign_in(session, proxy)
+        async with session.get(proxy.url + "/oauth2/sign_out", headers=headers, allow_redirects=False) as response:
+            assert response.status == (302 if acts else 200)
+            if not acts:
+                page = await response.text()
+                assert '<form method="post"' in page and response.headers["X-Frame-Options"] == "DENY"
+        async with session.get(proxy.url + "/app/page?x=1", allow_redirects=False) as response:
+            assert response.status == (302 if acts else 200)
+        if not acts:  # the confirmation form's own POST (same origin) does sign out
+            async with session.post(proxy.url + "/oauth2/sign_out?rd=/", headers={"Origin": proxy.url},
+                                    allow_redirects=False) as response:
+                assert response.status == 302
+            async with session.get(proxy.url + "/app/page?x=1", allow_redirects=False) as response:
+                assert response.status == 302
+
+
+async def test_session_cookie_attributes_and_relogin_ends_the_old_session(setup):
+    proxy, _ = setup
+    async with browser() as session:
+        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
+            authorize = response.headers["Location"]
+            transaction_cookie = next(h for h in response.headers.getall("Set-Cookie") if "-txn-" in h)
+        assert "HttpOnly" in transaction_cookie and "SameSite=Lax" in transaction_cookie and "Max-Age=600" in transaction_cookie
+        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        async with session.get(callback, allow_redirects=False) as response:
+            set_cookies = response.headers.getall("Set-Cookie")
+        session_cookie = next(h for h in set_cookies if h.startswith("authproxy="))
+        for attribute in ("HttpOnly", "SameSite=Lax", "Path=/"):
+            assert attribute in session_cookie
+        old_ticket = session_cookie.split(";")[0]
+        assert any("-txn-" in h and "Max-Age=0" in h for h in set_cookies)  # the transaction is cleared
+        # signing in again in the same browser (which still sends its current ticket)
+        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
+            authorize = response.headers["Location"]
+        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        async with session.get(callback, allow_redirects=False) as response:
+            assert response.status == 302
+    async with aiohttp.ClientSession() as thief:
+        async with thief.get(proxy.url + "/oauth2/userinfo", headers={"Cookie": old_ticket}) as response:
+            assert response.status == 401  # the earlier session ended with the new sign-in
+
+
+async def test_preflight_reaches_the_upstream_without_a_body(setup):
+    proxy, _ = setup
+    async with aiohttp.ClientSession() as session:
+        async with session.options(proxy.url + "/app/data", data=b"body",
+                                   headers={"Origin": "http://x.test", "Access-Control-Request-Method": "POST"}) as response:
+            assert response.status == 200
+            assert (await response.json())["body_length"] == 0
+
+
+async def test_many_started_sign_ins_keep_the_cookie_header_small(setup):
+    proxy, _ = setup
+    async with browser() as session:
+        for _ in range(12):
+            async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
+                authorize = response.headers["Location"]
+        pending = [c for c in session.cookie_jar if "-txn-" in c.key and c.value]
+        assert len(pending) <= 4
+        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        async with session.get(callback, allow_redirects=False) as response:
+            assert response.status == 302  # the newest sign-in still completes
 
 
 async def test_third_party_sign_out_only_asks(setup):

@@ -67,6 +67,8 @@ async def test_good_token_signs_in(setup):
         ("expired", "expired"),
         ("unknown_kid", "unknown_key"),
         ("no_id_token", None),
+        ("no_sub", "missing_sub"),
+        ("no_iat", "missing_iat"),
     ],
 )
 async def test_hostile_id_tokens_are_refused(setup, scenario, reason):

@@ -72,6 +72,10 @@ def make_app(issuer: str) -> web.Application:
             claims["iss"] = "https://evil.example"
         elif name == "expired":
             claims.update(iat=now - 7200, exp=now - 3600)
+        elif name == "no_sub":
+            del claims["sub"]
+        elif name == "no_iat":
+            del claims["iat"]
         elif name == "unknown_kid":
             header, key = {"alg": "RS256", "kid": "not-published"}, STRANGER
         body = {"access_token": secrets.token_urlsafe(24), "token_type": "Bearer", "expires_in": 300}

@@ -33,6 +33,13 @@ def test_example_file_is_valid():
     assert config.routes
 
 
+SIGN_IN = (
+    "public_url: https://app.example.com\n"
+    "oidc: {issuer: 'https://idp.example.com', client_id: c, client_secret: s}\n"
+    "session: {secrets: ['" + "z" * 40 + "']}\n"
+)
+
+
 def test_sign_in_example_is_valid():
     env = {"OIDC_CLIENT_SECRET": "client-secret", "SESSION_SECRET": "s" * 44}
     config = load_config(ROOT / "config.signin.example.yaml", env)
@@ -50,6 +57,13 @@ def test_sign_in_example_is_valid():
         ("oidc: {issuer: 'https://i', client_id: c, client_auth: none, scopes: [email]}\n" + MINIMAL, "openid"),
         ("session: {secrets: [short]}\n" + MINIMAL, "32 characters"),
         ("proxy_prefix: /oauth2/\n" + MINIMAL, "proxy_prefix"),
+        (SIGN_IN + "workers: 2\nroutes: [{name: a, upstream: 'http://u', auth: login}]", "workers must be 1"),
+        (SIGN_IN + "routes: [{name: a, match: {path_prefix: /oauth2/x}, upstream: 'http://u', auth: public}]",
+         "lies under proxy_prefix"),
+        (SIGN_IN.replace("https://app", "http://app").replace("secrets:", "cookie_name: __Host-s, secrets:")
+         + "routes: [{name: a, upstream: 'http://u', auth: login}]", "need an https public_url"),
+        (SIGN_IN.replace("secrets:", "cookie_name: __Host-s, cookie_domain: example.com, secrets:")
+         + "routes: [{name: a, upstream: 'http://u', auth: login}]", "cannot have a cookie_domain"),
     ],
 )
 def test_sign_in_config_errors(snippet, words):

@@ -56,7 +56,9 @@ def test_own_cookies_removed_from_the_upstream_cookie_header():
     assert without_own_cookies(header, policy) == "a=1; b=2"
     assert without_own_cookies("authproxy=x", policy) is None
     assert request_cookies(header)["authproxy"] == "TICKET"
-    assert "authproxy" not in request_cookies('garbage"; =x; \x00')  # malformed: no cookie, no error
+    # someone else's malformed cookie does not hide ours; the first of two same names wins
+    assert request_cookies('prefs={"a":1}; theme=dark mode; authproxy=T1; authproxy=T2')["authproxy"] == "T1"
+    assert request_cookies("=x; ;novalue") == {}
 
 
 def test_store_seals_and_expires():

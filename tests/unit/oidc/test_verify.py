@@ -84,6 +84,15 @@ def test_claim_rejections(claims, reason):
     assert caught.value.reason == reason
 
 
+@pytest.mark.parametrize(("claims", "reason"), [(id_claims(sub=None), "missing_sub"), (id_claims(sub=""), "missing_sub"),
+                                                (id_claims(iat=None), "missing_iat")])
+def test_id_tokens_need_sub_and_iat(claims, reason):
+    rules = TokenRules(issuer=ISSUER, audiences=frozenset({"client-1"}), id_token=True)
+    with pytest.raises(TokenInvalid) as caught:
+        verify_token(sign(claims), JWKS, rules, NOW)
+    assert caught.value.reason == reason
+
+
 def test_azp_with_several_audiences_when_right():
     assert verify_token(sign(id_claims(aud=["client-1", "client-2"], azp="client-1")), JWKS, ID_RULES, NOW)
 
