@@ -3,6 +3,7 @@ driven by an HTTP client through the provider's development login and consent fo
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import urlsplit
 
@@ -81,11 +82,17 @@ async def test_full_sign_in_session_userinfo_and_sign_out(setup, upstream):
         assert info["sub"] == "alice" and info["email"] == "alice@example.com" and info["groups"] == ["admins"]
         assert "token" not in json.dumps(info)
         # sign out from our own page: session deleted, refresh token revoked, provider logout
+        destroyed = provider.events.count("refresh_token.destroyed")
         async with session.get(proxy.url + "/oauth2/sign_out", headers={"Sec-Fetch-Site": "same-origin"},
                                allow_redirects=False) as response:
             assert response.status == 302
             location = response.headers["Location"]
         assert location.startswith(provider.issuer + "/session/end?")
+        for _ in range(50):  # the provider reports the revocation on its own pipe
+            if provider.events.count("refresh_token.destroyed") > destroyed:
+                break
+            await asyncio.sleep(0.05)
+        assert provider.events.count("refresh_token.destroyed") == destroyed + 1
         assert query_of(location)["client_id"] == CLIENT_ID and "id_token_hint" in query_of(location)
         async with session.get(proxy.url + "/app/page", allow_redirects=False) as response:
             assert response.status == 302  # signed out: sent to sign in again

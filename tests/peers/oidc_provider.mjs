@@ -40,6 +40,9 @@ provider.proxy = false;
 provider.on('grant.success', (ctx) => {
   process.stdout.write(`event grant.success ${ctx.oidc.params.grant_type}\n`);
 });
+provider.on('refresh_token.destroyed', () => {
+  process.stdout.write('event refresh_token.destroyed\n'); // revoked (RFC 7009) or rotated
+});
 provider.on('grant.error', (ctx, err) => {
   process.stdout.write(`event grant.error ${ctx.oidc.params && ctx.oidc.params.grant_type} ${err.error || err.message}\n`);
 });
