@@ -52,6 +52,18 @@ def browser():
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"})
 
 
+async def start(session, proxy, rd="/app/x"):
+    """/oauth2/start in this browser; the provider's authorize URL."""
+    async with session.get(proxy.url + "/oauth2/start", params={"rd": rd}, allow_redirects=False) as response:
+        assert response.status == 302
+        return response.headers["Location"]
+
+
+async def callback_for(session, proxy, user="alice", rd="/app/x"):
+    """A sign-in started and completed at the provider; the callback URL, not yet visited."""
+    return await sign_in_at_provider(session, await start(session, proxy, rd), user, proxy.url + "/oauth2/callback")
+
+
 async def sign_in(session, proxy, user="alice", path="/app/page?x=1"):
     async with session.get(proxy.url + path, allow_redirects=False) as response:
         assert response.status == 302
@@ -119,8 +131,7 @@ async def test_api_client_without_session_gets_401(setup):
 async def test_replayed_callback_fails_cleanly(setup):
     proxy, provider = setup
     async with browser() as session:
-        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
-            authorize = response.headers["Location"]
+        authorize = await start(session, proxy)
         transaction_cookie = "; ".join(f"{c.key}={c.value}" for c in session.cookie_jar if "-txn-" in c.key)
         callback = await sign_in_at_provider(session, authorize, "bob", proxy.url + "/oauth2/callback")
         async with session.get(callback, allow_redirects=False) as response:
@@ -147,9 +158,7 @@ async def test_replayed_callback_fails_cleanly(setup):
 async def test_callback_negative_cases(setup, mutate, status):
     proxy, provider = setup
     async with browser() as session:
-        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
-            authorize = response.headers["Location"]
-        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        callback = await callback_for(session, proxy)
         params = mutate(query_of(callback))
         grants = await provider.settled_grants("authorization_code", 0)
         async with session.get(proxy.url + "/oauth2/callback", params=params, allow_redirects=False) as response:
@@ -164,9 +173,7 @@ async def test_callback_negative_cases(setup, mutate, status):
 async def test_missing_transaction_cookie(setup):
     proxy, _ = setup
     async with browser() as session:
-        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
-            authorize = response.headers["Location"]
-        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        callback = await callback_for(session, proxy)
     async with browser() as other_browser:  # the code arrives in a browser that did not start the sign-in
         async with other_browser.get(callback, allow_redirects=False) as response:
             assert response.status == 400
@@ -206,10 +213,7 @@ async def test_sign_in_started_on_another_host_lands_back_there(setup):
 async def test_open_redirects_become_root(setup):
     proxy, _ = setup
     async with browser() as session:
-        async with session.get(proxy.url + "/oauth2/start", params={"rd": "https://evil.test/"},
-                               allow_redirects=False) as response:
-            authorize = response.headers["Location"]
-        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        callback = await callback_for(session, proxy, rd="https://evil.test/")
         async with session.get(callback, allow_redirects=False) as response:
             assert response.headers["Location"] == "/"
 
@@ -261,9 +265,7 @@ async def test_session_cookie_attributes_and_relogin_ends_the_old_session(setup)
         old_ticket = session_cookie.split(";")[0]
         assert any("-txn-" in h and "Max-Age=0" in h for h in set_cookies)  # the transaction is cleared
         # signing in again in the same browser (which still sends its current ticket)
-        async with session.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
-            authorize = response.headers["Location"]
-        callback = await sign_in_at_provider(session, authorize, "alice", proxy.url + "/oauth2/callback")
+        callback = await callback_for(session, proxy)
         async with session.get(callback, allow_redirects=False) as response:
             assert response.status == 302
     async with aiohttp.ClientSession() as thief:

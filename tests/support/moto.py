@@ -6,29 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.processes import child_env, free_port, wait_for_port
+from tests.support.processes import LoopbackServer
 
 
-class MotoServer:
+class MotoServer(LoopbackServer):
     def __init__(self) -> None:
-        self.port = free_port()
-        moto = Path(sys.executable).with_name("moto_server")
-        self.process = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-            env=child_env(),
+        moto = str(Path(sys.executable).with_name("moto_server"))
+        super().__init__(
+            lambda port: [moto, "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port, process=self.process)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 
-from tests.support.processes import ROOT, child_env, free_port
+from tests.support.processes import ROOT, child_env, free_port, stop_process
 
 CLIENT_ID = "authproxy"
 CLIENT_SECRET = "authproxy-test-client-secret-0123456789"
@@ -73,12 +73,7 @@ class OidcProvider:
         return self.grants(grant_type)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self._reader.join(5)
         if self.process.stdout is not None:
             self.process.stdout.close()

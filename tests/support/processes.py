@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -63,14 +64,23 @@ def child_env() -> dict[str, str]:
     return env
 
 
-class UpstreamProcess:
-    def __init__(self) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class LoopbackServer:
+    """A server process started on a free 127.0.0.1 port; ``command`` gets the port."""
+
+    def __init__(self, command: Callable[[int], list[str]], **popen: object) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.upstream", "--port", str(self.port)],
-            cwd=ROOT,
-            env=child_env(),
-        )
+        self.process = subprocess.Popen(command(self.port), cwd=ROOT, env=child_env(), **popen)  # type: ignore[call-overload]
         wait_for_port(self.port, process=self.process)
 
     @property
@@ -78,12 +88,14 @@ class UpstreamProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
+
+
+class UpstreamProcess(LoopbackServer):
+    """The test upstream (tests/support/upstream.py)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda port: [sys.executable, "-m", "tests.support.upstream", "--port", str(port)])
 
 
 class ProxyProcess:
