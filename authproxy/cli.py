@@ -2,6 +2,7 @@
 
     authproxy run --config FILE        serve (workers: N starts a supervisor)
     authproxy check-config FILE        validate; exit 0 with a summary, or 2 listing every error
+    authproxy store init --config FILE create the DynamoDB session table; idempotent
     authproxy demo                     the demo (not ready yet)
     authproxy --version
 """
@@ -44,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=_check_config)
 
+    store = commands.add_parser("store", help="session store administration")
+    store_commands = store.add_subparsers(dest="store_command", metavar="STORE_COMMAND", required=True)
+    init = store_commands.add_parser("init", help="create the DynamoDB table (PAY_PER_REQUEST) and enable TTL; idempotent")
+    init.add_argument("--config", "-c", default=os.environ.get("AUTHPROXY_CONFIG"), required=False)
+    init.set_defaults(func=_store_init)
+
     demo = commands.add_parser("demo", help="run a self-contained demo")
     demo.set_defaults(func=_demo)
 
@@ -74,8 +81,10 @@ def _check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     names = ", ".join(route.name for route in config.routes)
+    provider = config.oidc.provider if config.oidc is not None else "none"
+    store = config.store.backend if config.oidc is not None else "none"
     print(
-        f"{args.file}: ok: {len(config.routes)} route(s) ({names}); store: none; provider: none; "
+        f"{args.file}: ok: {len(config.routes)} route(s) ({names}); store: {store}; provider: {provider}; "
         f"listen {config.listen}, admin {config.admin_listen}, workers {config.workers}"
     )
     return 0
@@ -109,6 +118,36 @@ def _worker(args: argparse.Namespace) -> int:
     return _run_loop(
         serve(config, reuse_port=True, status_fd=args.status_fd, serve_admin=False, metrics_dir=args.metrics_dir)
     )
+
+
+def _store_init(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if config.store.backend != "dynamodb" or config.store.dynamodb is None:
+        print("authproxy: store init: store.backend is not dynamodb; nothing to create", file=sys.stderr)
+        return EXIT_CONFIG
+    from authproxy.logs import configure_logging
+    from authproxy.store.base import StoreUnavailable
+    from authproxy.store.dynamodb import DynamoDBStore
+
+    configure_logging(config.log)
+    settings = config.store.dynamodb
+
+    async def init() -> int:
+        store = DynamoDBStore(settings.table, region=settings.region, endpoint_url=settings.endpoint_url)
+        await store.open()
+        try:
+            await store.create_table()
+        except StoreUnavailable as exc:
+            print(f"authproxy: store init failed: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+        print(f"table {settings.table} is ready (region {settings.region})")
+        return 0
+
+    return asyncio.run(init())
 
 
 def _die_with_parent(supervisor_pid: int) -> None:

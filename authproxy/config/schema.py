@@ -302,6 +302,30 @@ class SessionConfig(_Strict):
         return value
 
 
+class DynamoDBConfig(_Strict):
+    table: str = Field(default="authproxy-sessions", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    region: str = Field(min_length=1)
+    endpoint_url: ExactUrl | None = None  # e.g. a local DynamoDB-compatible server
+    create_table: bool = False  # create it (and enable TTL) at start-up if missing
+
+
+class CacheConfig(_Strict):
+    max_entries: int = Field(default=10_000, ge=1)
+    ttl: PositiveDuration = 30.0  # bounds how long a sign-out on one replica stays unseen on another
+
+
+class StoreConfig(_Strict):
+    backend: Literal["memory", "dynamodb"] = "memory"  # memory: one process, no HA
+    dynamodb: DynamoDBConfig | None = None
+    cache: CacheConfig = CacheConfig()
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> StoreConfig:
+        if self.backend == "dynamodb" and self.dynamodb is None:
+            raise ValueError("backend dynamodb needs a dynamodb: section (table, region)")
+        return self
+
+
 class Config(_Strict):
     listen: ListenAddr = ListenAddress("0.0.0.0", 8080)
     admin_listen: ListenAddr = ListenAddress("127.0.0.1", 9090)
@@ -314,6 +338,7 @@ class Config(_Strict):
     proxy_prefix: str = "/oauth2"  # where the proxy's own endpoints live
     oidc: OidcConfig | None = None  # required when a route signs users in
     session: SessionConfig | None = None  # required when a route signs users in
+    store: StoreConfig = StoreConfig()  # where sessions live
     routes: list[Route] = Field(min_length=1)
 
     @field_validator("proxy_prefix")
@@ -329,12 +354,13 @@ class Config(_Strict):
             missing = [name for name in ("public_url", "oidc", "session") if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"routes with auth: login need {', '.join(missing)}")
-            if self.workers != 1:
-                raise ValueError(
-                    "workers must be 1 with auth: login for now: sessions live in one process's memory "
-                    "until the shared (DynamoDB) store is configured"
-                )
         if self.oidc is not None and self.session is not None:
+            # Only matters where sessions exist: a public-only proxy stores nothing.
+            if self.store.backend == "memory" and self.workers != 1:
+                raise ValueError(
+                    "store backend memory keeps sessions in one process: with workers other than 1 a user "
+                    "would be signed in on one worker only; use workers: 1 or store backend dynamodb"
+                )
             for index, route in enumerate(self.routes):
                 prefix = route.match.path_prefix
                 if prefix and (prefix.rstrip("/") + "/").startswith(self.proxy_prefix + "/"):

@@ -1,20 +1,20 @@
-"""Sessions and the interim in-memory store (the token store part replaces it).
+"""Sessions: the model, and the service that keeps them in the store behind a cache.
 
 A session's tokens are sealed with a key derived from the server secrets and the
-cookie's own secret, bound to the item's key, even in memory: the store never holds
-a usable token on its own.
+cookie's own secret, bound to the item's key: the store never holds a usable token.
 """
 
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from authproxy.oidc.client import TokenResponse
 from authproxy.session.cookies import SessionTicket
+from authproxy.session.cache import SessionCache
 from authproxy.session.crypto import SecretBox, Unsealable
+from authproxy.store.base import SessionRecord, SessionStore, VersionConflict
 
 
 @dataclass(slots=True)
@@ -53,35 +53,77 @@ class Session:
         return cls(**json.loads(data))
 
 
-class MemorySessionStore:
-    """One process's sessions, bounded (oldest evicted first), honouring expiry."""
+class Sessions:
+    """Sessions as the proxy uses them: sealed in the store, decrypted in the local cache.
 
-    def __init__(self, box: SecretBox, max_entries: int = 100_000):
+    The store holds ``SessionRecord``s whose payload only the cookie's secret opens;
+    the cache holds (session, version) pairs keyed by a hash of the whole cookie.
+    ``last_seen_at`` is written at most once a minute, not once per request.
+    """
+
+    TOUCH_INTERVAL = 60
+
+    def __init__(self, store: SessionStore, box: SecretBox, cache: SessionCache[tuple[Session, int]], idle_timeout: float):
+        self.store = store
         self._box = box
-        self._items: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
-        self._max_entries = max_entries
+        self._cache = cache
+        self._idle_timeout = idle_timeout
 
-    def put(self, ticket: SessionTicket, session: Session) -> None:
-        self._items[ticket.key] = (session.seal(self._box, ticket), session.expires_at)
-        self._items.move_to_end(ticket.key)
-        while len(self._items) > self._max_entries:
-            self._items.popitem(last=False)
+    async def load(self, ticket: SessionTicket, now: int) -> Session | None:
+        """The live session for ``ticket``; None when absent, expired, idle or not ours.
 
-    def get(self, ticket: SessionTicket, now: int) -> Session | None:
-        item = self._items.get(ticket.key)
-        if item is None:
+        Raises ``StoreUnavailable`` when the store cannot answer a cache miss.
+        """
+        cache_key = SessionCache.key_for(ticket.encode())
+
+        async def read() -> tuple[Session, int] | None:
+            record = await self.store.get(ticket.key, now)
+            if record is None:
+                return None
+            try:
+                session = Session.unseal(self._box, ticket, record.payload)
+            except (Unsealable, ValueError, TypeError):
+                return None  # a wrong secret is no session; the item stays (it may be someone's)
+            session.last_seen_at = record.last_seen_at
+            return session, record.version
+
+        found = await self._cache.get_or_load(cache_key, read)
+        if found is None:
             return None
-        sealed, expires_at = item
-        if now >= expires_at:
-            self._items.pop(ticket.key, None)
+        session, version = found
+        if now >= session.expires_at:
+            self._cache.evict(cache_key)
             return None
-        try:
-            return Session.unseal(self._box, ticket, sealed)
-        except (Unsealable, ValueError, TypeError):
-            return None  # a wrong secret is no session; the item stays (it may be someone's)
+        if now - session.last_seen_at >= self._idle_timeout:
+            await self.end(ticket)
+            return None
+        if now - session.last_seen_at >= self.TOUCH_INTERVAL:
+            try:
+                record = await self.store.update(ticket.key, version, last_seen_at=now)
+            except VersionConflict:
+                # Changed elsewhere since cached (a refresh, or a sign-out on another replica):
+                # forget the cached copy; the session lives on only if the store still has it.
+                self._cache.evict(cache_key)
+                return session if await self.store.get(ticket.key, now) is not None else None
+            session = replace(session, last_seen_at=now)
+            self._cache.put(cache_key, (session, record.version))
+        return session
 
-    def delete(self, ticket: SessionTicket) -> None:
-        self._items.pop(ticket.key, None)
+    async def create(self, ticket: SessionTicket, session: Session) -> None:
+        await self.store.create(
+            SessionRecord(
+                key=ticket.key,
+                sub=session.sub,
+                payload=session.seal(self._box, ticket),
+                expires_at=session.expires_at,
+                version=1,
+                created_at=session.created_at,
+                last_seen_at=session.last_seen_at,
+            )
+        )
+        self._cache.put(SessionCache.key_for(ticket.encode()), (session, 1))
 
-    def __len__(self) -> int:
-        return len(self._items)
+    async def end(self, ticket: SessionTicket) -> None:
+        """Sign-out: gone from this replica's cache at once, and from the store."""
+        self._cache.evict(SessionCache.key_for(ticket.encode()))
+        await self.store.delete(ticket.key)

@@ -33,6 +33,7 @@ from authproxy.proxy.headers import (
 from authproxy.proxy.pages import error_response
 from authproxy.proxy.websocket import WebSocketRelay, is_websocket_upgrade
 from authproxy.session.cookies import without_own_cookies
+from authproxy.store.base import StoreUnavailable
 
 if TYPE_CHECKING:  # sign-in (joserfc, cryptography) is imported only when configured
     from authproxy.web.signin import SignIn
@@ -92,7 +93,7 @@ class ProxyHandler:
                 scheme = effective_scheme(headers, peer_trusted, request.scheme)
                 preflight = False
                 if route.auth == "login" and sign_in is not None and not (preflight := _is_cors_preflight(request)):
-                    current = sign_in.current(request, int(time.time()))
+                    current = await sign_in.current(request, int(time.time()))
                     if current is None:
                         response = sign_in.unauthenticated(
                             request, host_header, scheme, path + ("?" + query if query else ""), request_id
@@ -160,6 +161,12 @@ class ProxyHandler:
             except RequestRejected as exc:
                 status = exc.status
                 return error_response(exc.status, exc.error, exc.reason, request_id, accept=headers.get("Accept"))
+            except StoreUnavailable:
+                # Never a silent sign-out: the session may be fine, the store is not answering.
+                status = 503
+                log().warning("store_unavailable", extra={"fields": {"request_id": request_id, "route": route_name}})
+                return error_response(503, "session_store_unavailable", "sessions cannot be checked right now; try again",
+                                      request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
             except UpstreamError as exc:
                 status = exc.status
                 metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()

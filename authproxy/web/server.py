@@ -25,6 +25,7 @@ from authproxy.web.admin import Readiness, admin_app, readiness_probe
 from authproxy.web.handler import ProxyHandler, server_options
 
 if TYPE_CHECKING:
+    from authproxy.store.base import SessionStore
     from authproxy.web.signin import SignIn
 
 # A worker tells its supervisor its state by writing one of these lines to a pipe.
@@ -60,11 +61,14 @@ async def serve(
     idp_http: aiohttp.ClientSession | None = None
     sign_in: SignIn | None = None
     loading: asyncio.Task[None] | None = None
+    store: SessionStore | None = None
     if config.oidc is not None and config.session is not None and config.public_url is not None:
+        from authproxy.store.factory import open_store
         from authproxy.web.signin import SignIn  # only then: it brings joserfc and cryptography
 
+        store = await open_store(config.store)
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
-        sign_in = SignIn(config, idp_http, readiness)
+        sign_in = SignIn(config, idp_http, readiness, store)
         loading = asyncio.create_task(sign_in.load())
     handler = ProxyHandler(config, forwarder, AccessLog(config.log), sign_in)
     # Draining is ours (see _drain); aiohttp's own wait then only closes what is left.
@@ -122,6 +126,8 @@ async def serve(
         await forwarder.close()
         if idp_http is not None:
             await idp_http.close()
+        if store is not None:
+            await store.close()
         if admin_runner is not None:
             await admin_runner.cleanup()
 

@@ -28,7 +28,9 @@ from authproxy.oidc.verify import TokenInvalid, TokenRules
 from authproxy.proxy.pages import error_response, wants_html
 from authproxy.session.cookies import CookiePolicy, SessionTicket, request_cookies
 from authproxy.session.crypto import SecretBox, Unsealable
-from authproxy.session.store import MemorySessionStore, Session
+from authproxy.session.cache import SessionCache
+from authproxy.session.store import Session, Sessions
+from authproxy.store.base import SessionStore, StoreError
 from authproxy.web.admin import Readiness
 
 _RETRY_START, _RETRY_MAX = 0.5, 30.0
@@ -39,7 +41,7 @@ _MAX_PENDING_SIGN_INS = 4  # transaction cookies one browser may hold at once
 class SignIn:
     """Everything sign-in needs, built once at start-up from the configuration."""
 
-    def __init__(self, config: Config, http: aiohttp.ClientSession, readiness: Readiness):
+    def __init__(self, config: Config, http: aiohttp.ClientSession, readiness: Readiness, store: SessionStore):
         assert config.oidc is not None and config.session is not None and config.public_url is not None
         self.oidc = config.oidc
         self.settings = config.session
@@ -53,7 +55,8 @@ class SignIn:
             cookie_domain=self.settings.cookie_domain,
         )
         secrets = [secret.get_secret_value() for secret in self.settings.secrets]
-        self.sessions = MemorySessionStore(SecretBox(secrets, b"authproxy session"))
+        cache: SessionCache[tuple[Session, int]] = SessionCache(config.store.cache.max_entries, config.store.cache.ttl)
+        self.sessions = Sessions(store, SecretBox(secrets, b"authproxy session"), cache, self.settings.idle_timeout)
         self.transactions = SecretBox(secrets, b"authproxy sign-in transaction")
         route_hosts = {route.match.host for route in config.routes if route.match.host}
         self.redirects = RedirectPolicy([self.public_url.host or "", *route_hosts], self.oidc.allowed_redirect_hosts)
@@ -106,20 +109,13 @@ class SignIn:
 
     # --- the session on protected routes --------------------------------------------
 
-    def current(self, request: web.BaseRequest, now: int) -> tuple[SessionTicket, Session] | None:
+    async def current(self, request: web.BaseRequest, now: int) -> tuple[SessionTicket, Session] | None:
+        """The request's session; raises ``StoreUnavailable`` when the store cannot answer."""
         ticket = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
         if ticket is None:
             return None
-        session = self.sessions.get(ticket, now)
-        if session is None:
-            return None
-        if now - session.last_seen_at >= self.settings.idle_timeout:
-            self.sessions.delete(ticket)
-            return None
-        if now - session.last_seen_at >= 60:  # not one store write per request
-            session.last_seen_at = now
-            self.sessions.put(ticket, session)
-        return ticket, session
+        session = await self.sessions.load(ticket, now)
+        return (ticket, session) if session is not None else None
 
     def unauthenticated(self, request: web.BaseRequest, host: str, scheme: str, path_qs: str, request_id: str) -> web.Response:
         """A browser navigation goes to sign in; anything else gets 401 (RFC 6750 3)."""
@@ -248,8 +244,11 @@ class SignIn:
         # A new session with a fresh id every time: no session fixation (OWASP). A session
         # this browser still had ends here, so an old ticket cannot outlive the new sign-in.
         previous = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
-        if previous is not None:
-            self.sessions.delete(previous)
+        try:
+            if previous is not None:
+                await self.sessions.end(previous)
+        except StoreError:
+            return fail("store_unavailable", "sessions cannot be stored right now; try again", status=503)
         ticket = SessionTicket.new()
         session = Session(
             sub=str(claims.get("sub", "")),
@@ -262,7 +261,10 @@ class SignIn:
             expires_at=now + int(self.settings.lifetime),
             last_seen_at=now,
         )
-        self.sessions.put(ticket, session)
+        try:
+            await self.sessions.create(ticket, session)
+        except StoreError:
+            return fail("store_unavailable", "sessions cannot be stored right now; try again", status=503)
         log().info("login_success", extra={"fields": {"request_id": request_id, "sub": session.sub}})
         response = web.Response(
             status=302,
@@ -277,11 +279,16 @@ class SignIn:
         if not self._same_origin(request):
             # A third-party page must not sign users out (logout CSRF): ask instead.
             return _confirmation_page(f"{self.prefix}/sign_out?" + urlencode({"rd": target}), request_id)
-        found = self.current(request, int(time.time()))
+        try:
+            found = await self.current(request, int(time.time()))
+            if found is not None:
+                await self.sessions.end(found[0])
+        except StoreError:
+            return error_response(503, "store_unavailable", "sign-out cannot complete right now; try again", request_id,
+                                  accept=request.headers.get("Accept"), headers={"Retry-After": "5"})
         location = target
         if found is not None:
             ticket, session = found
-            self.sessions.delete(ticket)
             if session.refresh_token and self.client is not None:
                 try:
                     await self.client.revoke(session.refresh_token)  # RFC 7009
@@ -301,7 +308,7 @@ class SignIn:
         return response
 
     async def _userinfo(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
-        found = self.current(request, int(time.time()))
+        found = await self.current(request, int(time.time()))
         if found is None:
             return error_response(401, "unauthorized", "no session", request_id, accept="application/json")
         _, session = found

@@ -57,7 +57,7 @@ def test_sign_in_example_is_valid():
         ("oidc: {issuer: 'https://i', client_id: c, client_auth: none, scopes: [email]}\n" + MINIMAL, "openid"),
         ("session: {secrets: [short]}\n" + MINIMAL, "32 characters"),
         ("proxy_prefix: /oauth2/\n" + MINIMAL, "proxy_prefix"),
-        (SIGN_IN + "workers: 2\nroutes: [{name: a, upstream: 'http://u', auth: login}]", "workers must be 1"),
+        (SIGN_IN + "workers: 2\nroutes: [{name: a, upstream: 'http://u', auth: login}]", "store backend memory keeps sessions in one process"),
         (SIGN_IN + "routes: [{name: a, match: {path_prefix: /oauth2/x}, upstream: 'http://u', auth: public}]",
          "lies under proxy_prefix"),
         (SIGN_IN.replace("https://app", "http://app").replace("secrets:", "cookie_name: __Host-s, secrets:")
@@ -68,6 +68,15 @@ def test_sign_in_example_is_valid():
 )
 def test_sign_in_config_errors(snippet, words):
     assert words in str(errors(snippet))
+
+
+def test_store_section():
+    config = parse(SIGN_IN + "workers: 2\nstore: {backend: dynamodb, dynamodb: {region: eu-west-1}, cache: {ttl: 10s}}\n"
+                   "routes: [{name: a, upstream: 'http://u', auth: login}]")
+    assert config.store.dynamodb.table == "authproxy-sessions" and config.store.cache.ttl == 10
+    assert config.store.cache.max_entries == 10_000 and config.store.dynamodb.create_table is False
+    assert "dynamodb: section" in str(errors("store: {backend: dynamodb}\n" + MINIMAL))
+    assert parse("workers: 2\n" + MINIMAL).worker_count == 2  # no sessions, no store concerns
 
 
 def test_session_secret_never_echoed():

@@ -1,11 +1,15 @@
 """Session tickets, cookie names and attributes, the interim store, refresh merging."""
 
+import asyncio
+
 import pytest
 
 from authproxy.oidc.client import TokenResponse
 from authproxy.session.cookies import CookiePolicy, SessionTicket, request_cookies, without_own_cookies
 from authproxy.session.crypto import SecretBox
-from authproxy.session.store import MemorySessionStore, Session
+from authproxy.session.cache import SessionCache
+from authproxy.session.store import Session, Sessions
+from authproxy.store.memory import MemoryStore
 
 BOX = SecretBox(["k" * 40], b"authproxy session")
 
@@ -61,22 +65,103 @@ def test_own_cookies_removed_from_the_upstream_cookie_header():
     assert request_cookies("=x; ;novalue") == {}
 
 
-def test_store_seals_and_expires():
-    store = MemorySessionStore(BOX)
+class CountingStore(MemoryStore):
+    """The memory backend, counting the calls that reach it."""
+
+    def __init__(self):
+        super().__init__()
+        self.gets = 0
+        self.updates = 0
+
+    async def get(self, key, now):
+        self.gets += 1
+        await asyncio.sleep(0)  # a real store answers later: let concurrent readers pile up
+        return await super().get(key, now)
+
+    async def update(self, key, expected_version, **changes):
+        self.updates += 1
+        return await super().update(key, expected_version, **changes)
+
+
+def sessions(store=None, ttl=30.0, clock=None):
+    store = store or CountingStore()
+    cache = SessionCache(100, ttl, clock=clock or (lambda: 0.0))
+    return Sessions(store, BOX, cache, idle_timeout=7200), store
+
+
+async def test_create_load_and_cache_hits_make_no_store_call():
+    service, store = sessions()
     ticket = SessionTicket.new()
-    store.put(ticket, session())
-    assert store.get(ticket, 1500).access_token == "AT-1"
-    assert store.get(SessionTicket(ticket.session_id, SessionTicket.new().secret), 1500) is None  # wrong secret
-    assert len(store) == 1  # and the item was not deleted because of it
-    assert store.get(ticket, 5000) is None and len(store) == 0  # past expires_at
+    await service.create(ticket, session())
+    assert (await service.load(ticket, 1010)).access_token == "AT-1"
+    assert store.gets == 0  # served from the cache filled at creation
+    record = await store.get(ticket.key, 1010)
+    assert b"AT-1" not in record.payload and b"RT-1" not in record.payload  # sealed at rest
 
 
-def test_store_is_bounded():
-    store = MemorySessionStore(BOX, max_entries=2)
-    tickets = [SessionTicket.new() for _ in range(3)]
-    for ticket in tickets:
-        store.put(ticket, session())
-    assert store.get(tickets[0], 1500) is None and store.get(tickets[2], 1500) is not None
+async def test_wrong_secret_is_no_session_and_deletes_nothing():
+    service, store = sessions()
+    ticket = SessionTicket.new()
+    await service.create(ticket, session())
+    forged = SessionTicket(ticket.session_id, SessionTicket.new().secret)
+    assert await service.load(forged, 1010) is None
+    assert await store.get(ticket.key, 1010) is not None
+
+
+async def test_expiry_idle_and_sign_out():
+    service, store = sessions()
+    ticket = SessionTicket.new()
+    await service.create(ticket, session(expires_at=5000))
+    assert await service.load(ticket, 5000) is None  # absolute lifetime
+    other = SessionTicket.new()
+    await service.create(other, session(last_seen_at=1000, expires_at=99_999))
+    assert await service.load(other, 1000 + 7200) is None  # idle too long: ended
+    assert await store.get(other.key, 1000) is None
+    third = SessionTicket.new()
+    await service.create(third, session())
+    await service.end(third)
+    assert await service.load(third, 1001) is None  # sign-out is seen at once on this replica
+
+
+async def test_last_seen_is_written_at_most_once_a_minute():
+    service, store = sessions()
+    ticket = SessionTicket.new()
+    await service.create(ticket, session(last_seen_at=1000))
+    await service.load(ticket, 1030)
+    assert store.updates == 0
+    await service.load(ticket, 1061)
+    await service.load(ticket, 1070)
+    assert store.updates == 1
+    assert (await store.get(ticket.key, 1070)).last_seen_at == 1061
+
+
+async def test_cache_ttl_lru_and_coalesced_misses():
+    now = [0.0]
+    service, store = sessions(ttl=30, clock=lambda: now[0])
+    ticket = SessionTicket.new()
+    await service.create(ticket, session())
+    now[0] = 31.0  # past the cache TTL: the next read goes to the store, once for everyone
+    results = await asyncio.gather(*(service.load(ticket, 1010) for _ in range(10)))
+    assert all(r is not None and r.sub == "alice" for r in results)
+    assert store.gets == 1
+    cache = SessionCache(2, 30, clock=lambda: 0.0)
+    for key in ("a", "b", "c"):
+        cache.put(key, key)
+    assert len(cache) == 2
+
+
+async def test_a_sign_out_elsewhere_is_seen_after_the_cache_ttl():
+    now = [0.0]
+    store = CountingStore()
+    here, _ = sessions(store, ttl=30, clock=lambda: now[0])
+    there, _ = sessions(store, ttl=30, clock=lambda: now[0])
+    ticket = SessionTicket.new()
+    await here.create(ticket, session())
+    assert await there.load(ticket, 1001) is not None
+    await here.end(ticket)
+    assert await there.load(ticket, 1002) is not None  # still cached on the other replica
+    now[0] = 31.0
+    assert await there.load(ticket, 1003) is None
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,72 @@
+"""The local cache in front of the store: decrypted sessions, bounded (LRU) and short-lived.
+
+Keyed by a hash of the whole cookie (id and secret), so a hit still proves the caller
+holds the secret. A hit makes no store call. Concurrent misses for one session share
+one store read. The TTL bounds how long a sign-out on another replica stays unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+Value = TypeVar("Value")
+
+
+class SessionCache(Generic[Value]):
+    def __init__(self, max_entries: int, ttl: float, clock: Callable[[], float] = time.monotonic):
+        self._entries: OrderedDict[str, tuple[float, Value]] = OrderedDict()
+        self._max_entries = max_entries
+        self._ttl = ttl
+        self._clock = clock
+        self._loading: dict[str, asyncio.Future[Value | None]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key_for(cookie_value: str) -> str:
+        return hashlib.sha256(cookie_value.encode()).hexdigest()
+
+    async def get_or_load(self, key: str, load: Callable[[], Awaitable[Value | None]]) -> Value | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            stored_at, value = entry
+            if self._clock() - stored_at < self._ttl:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return value
+            del self._entries[key]
+        self.misses += 1
+        pending = self._loading.get(key)
+        if pending is not None:  # someone is already reading this session: share the read
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Value | None] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
+            raise
+        finally:
+            self._loading.pop(key, None)
+        future.set_result(value)
+        if value is not None:
+            self.put(key, value)
+        return value
+
+    def put(self, key: str, value: Value) -> None:
+        self._entries[key] = (self._clock(), value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def evict(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,131 @@
+"""Sign-in with sessions in a DynamoDB-compatible table shared by two replicas (moto_server),
+`authproxy store init`, encryption at rest, and a store outage."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import aiohttp
+import boto3
+import pytest
+
+from tests.integration.test_signin import sign_in
+from tests.support.dynalite import Dynalite
+from tests.support.moto import MotoServer
+from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
+from tests.support.processes import ROOT, ProxyProcess, child_env, free_port
+
+TABLE = "shared-sessions"
+
+
+def settings(public, provider, upstream, endpoint, cache_ttl="30s"):
+    return {
+        "public_url": public,
+        "oidc": {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                 "scopes": ["openid", "email", "profile", "groups", "offline_access"], "authorize_params": {"prompt": "consent"}},
+        "session": {"secrets": ["d" * 40]},
+        "store": {"backend": "dynamodb", "cache": {"ttl": cache_ttl},
+                  "dynamodb": {"table": TABLE, "region": "eu-west-1", "endpoint_url": endpoint, "create_table": True}},
+        "routes": [{"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login"}],
+    }
+
+
+@pytest.fixture(scope="module")
+def replicas(upstream, tmp_path_factory):
+    moto = MotoServer()
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    provider = OidcProvider([f"{public}/oauth2/callback"], [f"{public}/"])
+    workdir = tmp_path_factory.mktemp("dynamodb")
+    first = ProxyProcess(settings(public, provider, upstream, moto.url), workdir, name="first", port=port)
+    second = ProxyProcess(settings(public, provider, upstream, moto.url, cache_ttl="1s"), workdir, name="second")
+    yield first, second, moto
+    for process in (first, second, provider, moto):
+        process.stop()
+
+
+def scan(moto):
+    client = boto3.client("dynamodb", region_name="eu-west-1", endpoint_url=moto.url)
+    return client.scan(TableName=TABLE, ConsistentRead=True)["Items"]
+
+
+async def test_a_session_made_on_one_replica_works_on_the_other_and_is_sealed(replicas):
+    first, second, moto = replicas
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"}) as browser:
+        await sign_in(browser, first)
+        # cookies are not port-bound: the same browser now talks to the other replica
+        async with browser.get(second.url + "/oauth2/userinfo") as response:
+            assert response.status == 200 and (await response.json())["sub"] == "alice"
+    items = scan(moto)
+    assert items and all(set(item) >= {"pk", "sub", "payload", "expires_at", "version"} for item in items)
+    dump = repr(items).encode()
+    assert b"eyJ" not in dump  # no JWT (ID or access token) in the table
+    assert b"alice@example.com" not in dump  # claims are sealed too; only sub is plain
+    cookie_ids = [c.value.split(".")[0] for c in browser.cookie_jar if c.key == "authproxy"]
+    assert not any(cookie_id.encode() in dump for cookie_id in cookie_ids)  # the key is a hash of the id
+
+
+async def test_sign_out_on_one_replica_reaches_the_other_within_its_cache_ttl(replicas):
+    first, second, _ = replicas
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"}) as browser:
+        await sign_in(browser, first)
+        async with browser.get(second.url + "/oauth2/userinfo") as response:
+            assert response.status == 200  # now cached on the second replica
+        stolen = next(f"authproxy={c.value}" for c in browser.cookie_jar if c.key == "authproxy")
+        async with browser.get(first.url + "/oauth2/sign_out", headers={"Sec-Fetch-Site": "same-origin"},
+                               allow_redirects=False) as response:
+            assert response.status == 302
+    async with aiohttp.ClientSession() as thief:  # a copy of the cookie must stop working too
+        async with thief.get(first.url + "/oauth2/userinfo", headers={"Cookie": stolen}) as response:
+            assert response.status == 401  # at once on the replica that signed out
+        await asyncio.sleep(1.2)  # the second replica's cache TTL is 1 s
+        async with thief.get(second.url + "/oauth2/userinfo", headers={"Cookie": stolen}) as response:
+            assert response.status == 401
+
+
+async def test_store_outage_cached_sessions_keep_working_others_get_503(upstream, tmp_path):
+    moto = MotoServer()
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    provider = OidcProvider([f"{public}/oauth2/callback"], [f"{public}/"])
+    proxy = ProxyProcess(settings(public, provider, upstream, moto.url), tmp_path, port=port)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"}) as browser:
+            await sign_in(browser, proxy)
+            moto.stop()  # the store goes away
+            async with browser.get(proxy.url + "/app/page?x=1") as response:
+                assert response.status == 200  # served from this replica's cache
+        async with aiohttp.ClientSession() as stranger:
+            forged = "authproxy=" + "a" * 32 + "." + "b" * 43
+            async with stranger.get(proxy.url + "/app/x", headers={"Cookie": forged, "Accept": "application/json"}) as response:
+                assert response.status == 503  # cannot be checked: never a silent sign-out
+                assert response.headers["Retry-After"] == "5"
+                assert (await response.json())["error"] == "session_store_unavailable"
+        assert "Traceback" not in proxy.logs()
+    finally:
+        proxy.stop()
+        provider.stop()
+
+
+@pytest.mark.parametrize("server_kind", ["moto", "dynalite"])
+def test_store_init_is_idempotent(tmp_path, server_kind):
+    server = MotoServer() if server_kind == "moto" else Dynalite()
+    try:
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            "store: {backend: dynamodb, dynamodb: {table: init-test, region: eu-west-1, endpoint_url: '%s'}}\n"
+            "routes: [{name: a, upstream: 'http://127.0.0.1:1', auth: public}]\n" % server.url
+        )
+        for _ in range(2):
+            result = subprocess.run([sys.executable, "-m", "authproxy", "store", "init", "--config", str(config)],
+                                    cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, result.stderr
+            assert "table init-test is ready" in result.stdout
+        if server_kind == "dynalite":
+            assert "store_ttl_not_enabled" in result.stdout  # dynalite has no TTL: a warning, not a failure
+        client = boto3.client("dynamodb", region_name="eu-west-1", endpoint_url=server.url)
+        assert client.describe_table(TableName="init-test")["Table"]["TableStatus"] == "ACTIVE"
+    finally:
+        server.stop()
