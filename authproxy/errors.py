@@ -10,6 +10,8 @@
     │   ├── RequestTimeout       408: the client stopped sending its body
     │   ├── PayloadTooLarge      413: body over the route's max_body
     │   └── ExpectationFailed    417: an Expect other than 100-continue
+    ├── SessionEnded             the provider refused a session's refresh token: sign in again
+    ├── RefreshUnavailable       tokens expired and could not be refreshed now (503)
     └── UpstreamError            the upstream failed; ``kind`` is refused | timeout | reset
         ├── UpstreamUnavailable  502: refused or reset
         └── UpstreamTimeout      504: no answer in time
@@ -83,6 +85,14 @@ class PayloadTooLarge(RequestRejected):
 class ExpectationFailed(RequestRejected):
     status = 417
     error = "expectation_failed"
+
+
+class SessionEnded(AuthproxyError):
+    """The provider refused the refresh token (invalid_grant): the session is over."""
+
+
+class RefreshUnavailable(AuthproxyError):
+    """The tokens are expired and could not be refreshed now: the caller answers 503."""
 
 
 class UpstreamError(AuthproxyError):

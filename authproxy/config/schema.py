@@ -285,6 +285,7 @@ class SessionConfig(_Strict):
     secrets: list[SecretStr] = Field(min_length=1)  # first encrypts, all decrypt; >= 32 characters each
     lifetime: PositiveDuration = 12 * 3600.0  # absolute
     idle_timeout: PositiveDuration = 2 * 3600.0
+    refresh_before_expiry: PositiveDuration = 60.0  # clamped to half the access token's lifetime
 
     @field_validator("secrets")
     @classmethod

@@ -14,7 +14,7 @@ from authproxy.oidc.client import TokenResponse
 from authproxy.session.cookies import SessionTicket
 from authproxy.session.cache import SessionCache
 from authproxy.session.crypto import SecretBox, Unsealable
-from authproxy.store.base import SessionRecord, SessionStore, VersionConflict
+from authproxy.store.base import SessionRecord, SessionStore, StoreUnavailable, VersionConflict
 
 
 @dataclass(slots=True)
@@ -28,6 +28,7 @@ class Session:
     created_at: int
     expires_at: int  # absolute end (session.lifetime)
     last_seen_at: int = field(default=0)
+    access_issued_at: int | None = None  # when the current access token arrived (its lifetime clamps refresh)
 
     def __repr__(self) -> str:  # tokens never reach a log through a repr
         return f"Session(sub={self.sub!r}, expires_at={self.expires_at})"
@@ -42,6 +43,7 @@ class Session:
             id_token=tokens.id_token or self.id_token,
             refresh_token=tokens.refresh_token or self.refresh_token,
             access_expires_at=now + tokens.expires_in if tokens.expires_in else None,
+            access_issued_at=now,
         )
 
     def seal(self, box: SecretBox, ticket: SessionTicket) -> bytes:
@@ -69,25 +71,13 @@ class Sessions:
         self._cache = cache
         self._idle_timeout = idle_timeout
 
-    async def load(self, ticket: SessionTicket, now: int) -> Session | None:
-        """The live session for ``ticket``; None when absent, expired, idle or not ours.
-
-        Raises ``StoreUnavailable`` when the store cannot answer a cache miss.
+    async def load(self, ticket: SessionTicket, now: int) -> tuple[Session, int] | None:
+        """The live session for ``ticket`` and its store version; None when absent,
+        expired, idle or not ours. Raises ``StoreUnavailable`` when the store cannot
+        answer a cache miss.
         """
         cache_key = SessionCache.key_for(ticket.encode())
-
-        async def read() -> tuple[Session, int] | None:
-            record = await self.store.get(ticket.key, now)
-            if record is None:
-                return None
-            try:
-                session = Session.unseal(self._box, ticket, record.payload)
-            except (Unsealable, ValueError, TypeError):
-                return None  # a wrong secret is no session; the item stays (it may be someone's)
-            session.last_seen_at = record.last_seen_at
-            return session, record.version
-
-        found = await self._cache.get_or_load(cache_key, read)
+        found = await self._cache.get_or_load(cache_key, lambda: self.read(ticket, now))
         if found is None:
             return None
         session, version = found
@@ -104,10 +94,38 @@ class Sessions:
                 # Changed elsewhere since cached (a refresh, or a sign-out on another replica):
                 # forget the cached copy; the session lives on only if the store still has it.
                 self._cache.evict(cache_key)
-                return session if await self.store.get(ticket.key, now) is not None else None
+                return await self.read(ticket, now)
+            except StoreUnavailable:
+                return session, version  # last_seen_at is bookkeeping: never fail a request over it
             session = replace(session, last_seen_at=now)
-            self._cache.put(cache_key, (session, record.version))
-        return session
+            version = record.version
+            self._cache.put(cache_key, (session, version))
+        return session, version
+
+    async def read(self, ticket: SessionTicket, now: int) -> tuple[Session, int] | None:
+        """Straight from the store, past the cache."""
+        record = await self.store.get(ticket.key, now)
+        if record is None:
+            return None
+        try:
+            session = Session.unseal(self._box, ticket, record.payload)
+        except (Unsealable, ValueError, TypeError):
+            return None  # a wrong secret is no session; the item stays (it may be someone's)
+        session.last_seen_at = record.last_seen_at
+        return session, record.version
+
+    def remember(self, ticket: SessionTicket, session: Session, version: int) -> None:
+        """Put what another replica wrote into this process's cache."""
+        self._cache.put(SessionCache.key_for(ticket.encode()), (session, version))
+
+    async def save_refreshed(self, ticket: SessionTicket, session: Session, version: int) -> int:
+        """Write refreshed tokens (conditional on ``version``); the cache has them first,
+        so a failed write never loses a rotated refresh token in this process."""
+        cache_key = SessionCache.key_for(ticket.encode())
+        self._cache.put(cache_key, (session, version))
+        record = await self.store.update(ticket.key, version, payload=session.seal(self._box, ticket))
+        self._cache.put(cache_key, (session, record.version))
+        return record.version
 
     async def create(self, ticket: SessionTicket, session: Session) -> None:
         await self.store.create(

@@ -17,7 +17,15 @@ from aiohttp.http import HttpVersion11
 
 from authproxy import metrics
 from authproxy.config.schema import Config
-from authproxy.errors import BadRequest, ExpectationFailed, PayloadTooLarge, RequestRejected, RouteNotFound, UpstreamError
+from authproxy.errors import (
+    BadRequest,
+    ExpectationFailed,
+    PayloadTooLarge,
+    RefreshUnavailable,
+    RequestRejected,
+    RouteNotFound,
+    UpstreamError,
+)
 from authproxy.logs import AccessLog, log, loggable_path
 from authproxy.policy.paths import normalise_path, split_target
 from authproxy.policy.routes import RouteTable, request_host, valid_host_header
@@ -93,14 +101,14 @@ class ProxyHandler:
                 scheme = effective_scheme(headers, peer_trusted, request.scheme)
                 preflight = False
                 if route.auth == "login" and sign_in is not None and not (preflight := _is_cors_preflight(request)):
-                    current = await sign_in.current(request, int(time.time()))
+                    current = await sign_in.session_for_route(request, int(time.time()))
                     if current is None:
                         response = sign_in.unauthenticated(
                             request, host_header, scheme, path + ("?" + query if query else ""), request_id
                         )
                         status = response.status
                         return response
-                    user = current[1].sub
+                    user = current.sub
                 length = request.content_length
                 if route.max_body is not None and length is not None and length > route.max_body:
                     raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
@@ -166,6 +174,10 @@ class ProxyHandler:
                 status = 503
                 log().warning("store_unavailable", extra={"fields": {"request_id": request_id, "route": route_name}})
                 return error_response(503, "session_store_unavailable", "sessions cannot be checked right now; try again",
+                                      request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
+            except RefreshUnavailable:
+                status = 503
+                return error_response(503, "refresh_unavailable", "the sign-in could not be renewed right now; try again",
                                       request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
             except UpstreamError as exc:
                 status = exc.status

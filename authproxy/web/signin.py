@@ -29,6 +29,8 @@ from authproxy.proxy.pages import error_response, wants_html
 from authproxy.session.cookies import CookiePolicy, SessionTicket, request_cookies
 from authproxy.session.crypto import SecretBox, Unsealable
 from authproxy.session.cache import SessionCache
+from authproxy.errors import SessionEnded
+from authproxy.session.refresh import Refresher
 from authproxy.session.store import Session, Sessions
 from authproxy.store.base import SessionStore, StoreError
 from authproxy.web.admin import Readiness
@@ -57,6 +59,7 @@ class SignIn:
         secrets = [secret.get_secret_value() for secret in self.settings.secrets]
         cache: SessionCache[tuple[Session, int]] = SessionCache(config.store.cache.max_entries, config.store.cache.ttl)
         self.sessions = Sessions(store, SecretBox(secrets, b"authproxy session"), cache, self.settings.idle_timeout)
+        self.refresher = Refresher(self.sessions, lambda: self.client, self.settings.refresh_before_expiry)
         self.transactions = SecretBox(secrets, b"authproxy sign-in transaction")
         route_hosts = {route.match.host for route in config.routes if route.match.host}
         self.redirects = RedirectPolicy([self.public_url.host or "", *route_hosts], self.oidc.allowed_redirect_hosts)
@@ -114,8 +117,25 @@ class SignIn:
         ticket = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
         if ticket is None:
             return None
-        session = await self.sessions.load(ticket, now)
-        return (ticket, session) if session is not None else None
+        found = await self.sessions.load(ticket, now)
+        return (ticket, found[0]) if found is not None else None
+
+    async def session_for_route(self, request: web.BaseRequest, now: int) -> Session | None:
+        """The session a protected route forwards with, its tokens refreshed when due.
+
+        None: no session (or the provider ended it: invalid_grant). Raises
+        ``StoreUnavailable`` or ``RefreshUnavailable``, which answer 503.
+        """
+        ticket = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
+        if ticket is None:
+            return None
+        found = await self.sessions.load(ticket, now)
+        if found is None:
+            return None
+        try:
+            return await self.refresher.fresh(ticket, *found)
+        except SessionEnded:
+            return None
 
     def unauthenticated(self, request: web.BaseRequest, host: str, scheme: str, path_qs: str, request_id: str) -> web.Response:
         """A browser navigation goes to sign in; anything else gets 401 (RFC 6750 3)."""
@@ -257,6 +277,7 @@ class SignIn:
             id_token=tokens.id_token,
             refresh_token=tokens.refresh_token,
             access_expires_at=now + tokens.expires_in if tokens.expires_in else None,
+            access_issued_at=now,
             created_at=now,
             expires_at=now + int(self.settings.lifetime),
             last_seen_at=now,

@@ -93,7 +93,7 @@ async def test_create_load_and_cache_hits_make_no_store_call():
     service, store = sessions()
     ticket = SessionTicket.new()
     await service.create(ticket, session())
-    assert (await service.load(ticket, 1010)).access_token == "AT-1"
+    assert (await service.load(ticket, 1010))[0].access_token == "AT-1"
     assert store.gets == 0  # served from the cache filled at creation
     record = await store.get(ticket.key, 1010)
     assert b"AT-1" not in record.payload and b"RT-1" not in record.payload  # sealed at rest
@@ -142,7 +142,7 @@ async def test_cache_ttl_lru_and_coalesced_misses():
     await service.create(ticket, session())
     now[0] = 31.0  # past the cache TTL: the next read goes to the store, once for everyone
     results = await asyncio.gather(*(service.load(ticket, 1010) for _ in range(10)))
-    assert all(r is not None and r.sub == "alice" for r in results)
+    assert all(r is not None and r[0].sub == "alice" for r in results)
     assert store.gets == 1
     cache = SessionCache(2, 30, clock=lambda: 0.0)
     for key in ("a", "b", "c"):

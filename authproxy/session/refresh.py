@@ -1,0 +1,125 @@
+"""Refreshing a session's tokens exactly once, in one process and across replicas.
+
+- When: the access token expires within ``refresh_before_expiry``, clamped to half
+  its lifetime so short-lived tokens are not refreshed on every request (``due``).
+- In one process: one refresh per session at a time; other requests await it.
+- Across replicas: a lease taken with a conditional write (lease free and version
+  unchanged). The winner refreshes and writes version + 1; losers wait (bounded)
+  and re-read. Peers with no such lease burn rotated refresh tokens in parallel and
+  sign users out.
+- ``invalid_grant``: the session ends. A transient IdP failure keeps serving while
+  the current access token is valid, else the caller answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from authproxy.errors import RefreshUnavailable, SessionEnded
+from authproxy.logs import log
+from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
+from authproxy.session.cookies import SessionTicket
+from authproxy.session.store import Session, Sessions
+from authproxy.store.base import StoreError
+
+LEASE_SECONDS = 10
+LOSER_WAIT = 5.0  # how long a replica that lost the lease waits for the winner's tokens
+
+
+def due(session: Session, now: int, before_expiry: float) -> bool:
+    """Whether the access token should be refreshed before this request is forwarded."""
+    expires = session.access_expires_at
+    if expires is None or not session.refresh_token:
+        return False
+    lifetime = expires - (session.access_issued_at or expires)
+    margin = min(before_expiry, lifetime / 2) if lifetime > 0 else before_expiry
+    return now >= expires - margin
+
+
+class Refresher:
+    def __init__(
+        self,
+        sessions: Sessions,
+        client: Callable[[], IdentityProviderClient | None],
+        before_expiry: float,
+        clock: Callable[[], float] = time.time,
+    ):
+        self._sessions = sessions
+        self._client = client
+        self._before_expiry = before_expiry
+        self._clock = clock
+        self._inflight: dict[str, asyncio.Future[Session]] = {}
+
+    async def fresh(self, ticket: SessionTicket, session: Session, version: int) -> Session:
+        """``session`` with tokens fresh enough to forward; refreshes when due."""
+        if not due(session, int(self._clock()), self._before_expiry):
+            return session
+        pending = self._inflight.get(ticket.key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
+        self._inflight[ticket.key] = future
+        try:
+            result = await self._refresh(ticket, session, version)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: awaiting followers re-raise it
+            raise
+        finally:
+            self._inflight.pop(ticket.key, None)
+        future.set_result(result)
+        return result
+
+    async def _refresh(self, ticket: SessionTicket, session: Session, version: int) -> Session:
+        now = int(self._clock())
+        client = self._client()
+        if client is None:
+            return self._keep_or_fail(session, now, "identity provider not loaded")
+        try:
+            leased = await self._sessions.store.acquire_refresh_lease(ticket.key, version, now, now + LEASE_SECONDS)
+        except StoreError:
+            return self._keep_or_fail(session, now, "store unavailable")
+        if not leased:
+            return await self._wait_for_winner(ticket, session, version)
+        try:
+            tokens = await client.refresh(session.refresh_token or "")
+        except IdpRejected as exc:
+            if exc.error == "invalid_grant":
+                log().info("refresh_rejected", extra={"fields": {"sub": session.sub, "error": exc.error}})
+                await self._sessions.end(ticket)
+                raise SessionEnded("the provider refused the refresh token") from None
+            return self._keep_or_fail(session, now, f"refresh rejected: {exc.error}")
+        except IdpError:
+            return self._keep_or_fail(session, now, "identity provider unavailable")
+        refreshed = session.refreshed(tokens, now)
+        try:
+            await self._sessions.save_refreshed(ticket, refreshed, version)
+        except StoreError as exc:
+            # The new tokens stay in this process's cache: a rotated refresh token must
+            # not be lost (reusing the old one may revoke the whole grant).
+            log().warning("refresh_write_failed", extra={"fields": {"sub": session.sub, "error": type(exc).__name__}})
+        log().info("refresh_success", extra={"fields": {"sub": session.sub}})
+        return refreshed
+
+    async def _wait_for_winner(self, ticket: SessionTicket, session: Session, version: int) -> Session:
+        deadline = self._clock() + LOSER_WAIT
+        while self._clock() < deadline:
+            await asyncio.sleep(0.05)
+            try:
+                found = await self._sessions.read(ticket, int(self._clock()))
+            except StoreError:
+                continue
+            if found is None:
+                raise SessionEnded("the session ended while another replica refreshed it")
+            if found[1] != version:
+                self._sessions.remember(ticket, *found)
+                return found[0]
+        return self._keep_or_fail(session, int(self._clock()), "another replica's refresh did not finish in time")
+
+    def _keep_or_fail(self, session: Session, now: int, reason: str) -> Session:
+        if session.access_expires_at is not None and now < session.access_expires_at:
+            log().warning("refresh_deferred", extra={"fields": {"sub": session.sub, "reason": reason}})
+            return session  # still valid: serve now, refresh on a later request
+        raise RefreshUnavailable(reason)

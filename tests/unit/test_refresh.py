@@ -1,0 +1,119 @@
+"""Refresh decisions and the single-flight refresher (with the memory store and a fake provider)."""
+
+import asyncio
+
+import pytest
+
+from authproxy.errors import RefreshUnavailable, SessionEnded
+from authproxy.oidc.client import IdpRejected, IdpUnavailable, TokenResponse
+from authproxy.session.cache import SessionCache
+from authproxy.session.cookies import SessionTicket
+from authproxy.session.crypto import SecretBox
+from authproxy.session.refresh import Refresher, due
+from authproxy.session.store import Session, Sessions
+from authproxy.store.memory import MemoryStore
+
+BOX = SecretBox(["r" * 40], b"authproxy session")
+NOW = 10_000
+
+
+def session(**changes):
+    values = dict(sub="alice", claims={}, access_token="AT-1", id_token="IT-1", refresh_token="RT-1",
+                  access_expires_at=NOW + 30, access_issued_at=NOW - 3570, created_at=NOW - 3600,
+                  expires_at=NOW + 40_000, last_seen_at=NOW)
+    values.update(changes)
+    return Session(**values)
+
+
+@pytest.mark.parametrize(
+    ("changes", "before", "expected"),
+    [
+        ({}, 60, True),  # 30 s left, refresh 60 s before
+        ({}, 10, False),
+        ({"access_expires_at": NOW + 100, "access_issued_at": NOW - 20}, 60, False),  # 120 s token: clamp to 60 s
+        ({"access_expires_at": NOW + 9, "access_issued_at": NOW - 11}, 60, True),  # 20 s token: half is 10 s
+        ({"access_expires_at": NOW + 11, "access_issued_at": NOW - 9}, 60, False),
+        ({"refresh_token": None}, 60, False),  # nothing to refresh with
+        ({"access_expires_at": None}, 60, False),
+    ],
+)
+def test_due(changes, before, expected):
+    assert due(session(**changes), NOW, before) is expected
+
+
+class FakeProvider:
+    def __init__(self, outcome="ok", rotate=True):
+        self.calls = 0
+        self.outcome = outcome
+        self.rotate = rotate
+
+    async def refresh(self, refresh_token):
+        self.calls += 1
+        await asyncio.sleep(0.01)
+        if self.outcome == "invalid_grant":
+            raise IdpRejected("token", "invalid_grant", 400)
+        if self.outcome == "down":
+            raise IdpUnavailable("token", "token: HTTP 503")
+        return TokenResponse(access_token=f"AT-{self.calls + 1}", id_token=None,
+                             refresh_token=f"RT-{self.calls + 1}" if self.rotate else None,
+                             expires_in=3600, token_type="Bearer", scope=None)
+
+
+async def setup(provider, store=None, now=NOW):
+    store = store or MemoryStore()
+    sessions = Sessions(store, BOX, SessionCache(100, 30), idle_timeout=7200)
+    ticket = SessionTicket.new()
+    await sessions.create(ticket, session())
+    return Refresher(sessions, lambda: provider, 60, clock=lambda: now), sessions, ticket, store
+
+
+async def test_concurrent_requests_share_one_refresh_and_the_rotated_token_is_stored():
+    provider = FakeProvider()
+    refresher, sessions, ticket, _ = await setup(provider)
+    results = await asyncio.gather(*(refresher.fresh(ticket, session(), 1) for _ in range(20)))
+    assert provider.calls == 1
+    assert {r.access_token for r in results} == {"AT-2"}
+    stored, version = await sessions.read(ticket, NOW)
+    assert (stored.access_token, stored.refresh_token, version) == ("AT-2", "RT-2", 2)
+
+
+async def test_two_replicas_one_refresh():
+    provider = FakeProvider()
+    first, sessions, ticket, store = await setup(provider)
+    second = Refresher(Sessions(store, BOX, SessionCache(100, 30), 7200), lambda: provider, 60, clock=lambda: NOW)
+    results = await asyncio.gather(first.fresh(ticket, session(), 1), second.fresh(ticket, session(), 1))
+    assert provider.calls == 1 and {r.access_token for r in results} == {"AT-2"}
+
+
+async def test_no_refresh_token_in_the_response_keeps_the_old_one():
+    refresher, sessions, ticket, _ = await setup(FakeProvider(rotate=False))
+    assert (await refresher.fresh(ticket, session(), 1)).refresh_token == "RT-1"
+
+
+async def test_invalid_grant_ends_the_session():
+    refresher, sessions, ticket, store = await setup(FakeProvider("invalid_grant"))
+    with pytest.raises(SessionEnded):
+        await refresher.fresh(ticket, session(), 1)
+    assert await store.get(ticket.key, NOW) is None
+
+
+async def test_provider_down_serves_a_still_valid_token_else_503():
+    refresher, _, ticket, _ = await setup(FakeProvider("down"))
+    assert (await refresher.fresh(ticket, session(), 1)).access_token == "AT-1"  # 30 s left: keep serving
+    expired, _, ticket2, _ = await setup(FakeProvider("down"), now=NOW + 31)
+    with pytest.raises(RefreshUnavailable):
+        await expired.fresh(ticket2, session(), 1)
+
+
+async def test_a_failed_write_keeps_the_new_tokens_in_this_process():
+    class FailingWrites(MemoryStore):
+        async def update(self, key, expected_version, **changes):
+            from authproxy.store.base import StoreUnavailable
+
+            raise StoreUnavailable("update: down")
+
+    refresher, sessions, ticket, _ = await setup(FakeProvider(), store=FailingWrites())
+    refreshed = await refresher.fresh(ticket, session(), 1)
+    assert refreshed.refresh_token == "RT-2"
+    cached, _ = await sessions.load(ticket, NOW)  # the rotated refresh token was not lost
+    assert cached.refresh_token == "RT-2"
