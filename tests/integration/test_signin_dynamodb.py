@@ -109,6 +109,34 @@ async def test_store_outage_cached_sessions_keep_working_others_get_503(upstream
         provider.stop()
 
 
+async def test_store_outage_and_recovery(upstream, tmp_path):
+    """The store stops and comes back (dynalite on disk, same port): no crash, no lost session."""
+    store = Dynalite(path=tmp_path / "db")
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    provider = OidcProvider([f"{public}/oauth2/callback"], [f"{public}/"])
+    proxy = ProxyProcess(settings(public, provider, upstream, store.url, cache_ttl="1s"), tmp_path, port=port)
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"}) as browser:
+            await sign_in(browser, proxy)
+            store.stop()
+            await asyncio.sleep(1.2)  # the cached copy has expired: the store must answer now
+            async with browser.get(proxy.url + "/app/page?x=1", headers={"Accept": "application/json"}) as response:
+                assert response.status == 503
+            store = Dynalite(path=tmp_path / "db", port=store.port)  # back, with its data
+            for _ in range(50):
+                async with browser.get(proxy.url + "/app/page?x=1", headers={"Accept": "application/json"}) as response:
+                    if response.status == 200:
+                        break
+                await asyncio.sleep(0.2)
+            assert response.status == 200  # recovered, still signed in
+        assert proxy.process.poll() is None and "Traceback" not in proxy.logs()
+    finally:
+        proxy.stop()
+        provider.stop()
+        store.stop()
+
+
 @pytest.mark.parametrize("server_kind", ["moto", "dynalite"])
 def test_store_init_is_idempotent(tmp_path, server_kind):
     server = MotoServer() if server_kind == "moto" else Dynalite()

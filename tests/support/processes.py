@@ -78,8 +78,8 @@ def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
 class LoopbackServer:
     """A server process started on a free 127.0.0.1 port; ``command`` gets the port."""
 
-    def __init__(self, command: Callable[[int], list[str]], **popen: object) -> None:
-        self.port = free_port()
+    def __init__(self, command: Callable[[int], list[str]], port: int | None = None, **popen: object) -> None:
+        self.port = port or free_port()
         self.process = subprocess.Popen(command(self.port), cwd=ROOT, env=child_env(), **popen)  # type: ignore[call-overload]
         wait_for_port(self.port, process=self.process)
 
