@@ -112,6 +112,8 @@ async def test_full_sign_in_session_userinfo_and_sign_out(setup, upstream):
     assert record and record[0]["user"] == "alice"
     text = proxy.logs()
     assert SESSION_SECRET not in text and CLIENT_SECRET not in text
+    assert provider.tokens and not any(token in text for token in provider.tokens)  # no access or refresh token
+    assert "eyJ" not in text  # no ID token (a JWT)
 
 
 async def test_api_client_without_session_gets_401(setup):

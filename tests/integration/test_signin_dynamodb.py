@@ -41,7 +41,7 @@ def replicas(upstream, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("dynamodb")
     first = ProxyProcess(settings(public, provider, upstream, moto.url), workdir, name="first", port=port)
     second = ProxyProcess(settings(public, provider, upstream, moto.url, cache_ttl="1s"), workdir, name="second")
-    yield first, second, moto
+    yield first, second, moto, provider
     for process in (first, second, provider, moto):
         process.stop()
 
@@ -52,7 +52,7 @@ def scan(moto):
 
 
 async def test_a_session_made_on_one_replica_works_on_the_other_and_is_sealed(replicas):
-    first, second, moto = replicas
+    first, second, moto, _ = replicas
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"}) as browser:
         await sign_in(browser, first)
         # cookies are not port-bound: the same browser now talks to the other replica
@@ -61,14 +61,16 @@ async def test_a_session_made_on_one_replica_works_on_the_other_and_is_sealed(re
     items = scan(moto)
     assert items and all(set(item) >= {"pk", "sub", "payload", "expires_at", "version"} for item in items)
     dump = repr(items).encode()
-    assert b"eyJ" not in dump  # no JWT (ID or access token) in the table
+    assert b"eyJ" not in dump  # no JWT (the ID token) in the table
+    provider_tokens = replicas[3].tokens
+    assert provider_tokens and not any(token.encode() in dump for token in provider_tokens)  # nor opaque ones
     assert b"alice@example.com" not in dump  # claims are sealed too; only sub is plain
     cookie_ids = [c.value.split(".")[0] for c in browser.cookie_jar if c.key == "authproxy"]
     assert not any(cookie_id.encode() in dump for cookie_id in cookie_ids)  # the key is a hash of the id
 
 
 async def test_sign_out_on_one_replica_reaches_the_other_within_its_cache_ttl(replicas):
-    first, second, _ = replicas
+    first, second, _, _ = replicas
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"}) as browser:
         await sign_in(browser, first)
         async with browser.get(second.url + "/oauth2/userinfo") as response:

@@ -40,6 +40,9 @@ provider.proxy = false;
 provider.on('grant.success', (ctx) => {
   process.stdout.write(`event grant.success ${ctx.oidc.params.grant_type}\n`);
 });
+// Opaque tokens' values are their jti: printed so tests can look for them where they must not be.
+provider.on('access_token.saved', (token) => process.stdout.write(`token access ${token.jti}\n`));
+provider.on('refresh_token.saved', (token) => process.stdout.write(`token refresh ${token.jti}\n`));
 provider.on('refresh_token.destroyed', () => {
   process.stdout.write('event refresh_token.destroyed\n'); // revoked (RFC 7009) or rotated
 });

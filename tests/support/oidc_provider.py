@@ -33,6 +33,7 @@ class OidcProvider:
         }
         config = {"clients": [client], **options}
         self.events: list[str] = []
+        self.tokens: list[str] = []  # every opaque access and refresh token issued
         self.process = subprocess.Popen(
             ["node", str(ROOT / "tests" / "peers" / "oidc_provider.mjs"), str(self.port), json.dumps(config)],
             cwd=ROOT,
@@ -55,6 +56,8 @@ class OidcProvider:
                 ready.set()
             elif line.startswith("event "):
                 self.events.append(line[6:].strip())
+            elif line.startswith("token "):
+                self.tokens.append(line.split()[2])
 
     @property
     def issuer(self) -> str:
