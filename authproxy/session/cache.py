@@ -24,6 +24,9 @@ class SessionCache(Generic[Value]):
         self._ttl = ttl
         self._clock = clock
         self._loading: dict[str, asyncio.Future[Value | None]] = {}
+        # Bumped by evict(): a read or a refresh that began before a sign-out must not
+        # put the session back (bounded like the entries themselves).
+        self._generations: OrderedDict[str, int] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -46,6 +49,7 @@ class SessionCache(Generic[Value]):
             return await asyncio.shield(pending)
         future: asyncio.Future[Value | None] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
+        generation = self.generation(key)
         try:
             value = await load()
         except BaseException as exc:
@@ -56,10 +60,16 @@ class SessionCache(Generic[Value]):
             self._loading.pop(key, None)
         future.set_result(value)
         if value is not None:
-            self.put(key, value)
+            self.put(key, value, generation)
         return value
 
-    def put(self, key: str, value: Value) -> None:
+    def generation(self, key: str) -> int:
+        return self._generations.get(key, 0)
+
+    def put(self, key: str, value: Value, generation: int | None = None) -> None:
+        """Cache ``value``; with ``generation``, only if no evict() happened since it was taken."""
+        if generation is not None and generation != self.generation(key):
+            return
         self._entries[key] = (self._clock(), value)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
@@ -67,6 +77,10 @@ class SessionCache(Generic[Value]):
 
     def evict(self, key: str) -> None:
         self._entries.pop(key, None)
+        self._generations[key] = self.generation(key) + 1
+        self._generations.move_to_end(key)
+        while len(self._generations) > self._max_entries:
+            self._generations.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._entries)

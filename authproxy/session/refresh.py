@@ -24,7 +24,9 @@ from authproxy.session.cookies import SessionTicket
 from authproxy.session.store import Session, Sessions
 from authproxy.store.base import StoreError
 
-LEASE_SECONDS = 10
+# Longer than the IdP call (10 s timeout) plus the store write (2 s timeout, 3 attempts):
+# a slow winner must not outlive its lease and let a second replica reuse the token.
+LEASE_SECONDS = 30
 LOSER_WAIT = 5.0  # how long a replica that lost the lease waits for the winner's tokens
 
 
@@ -77,12 +79,16 @@ class Refresher:
         client = self._client()
         if client is None:
             return self._keep_or_fail(session, now, "identity provider not loaded")
+        generation = self._sessions.generation(ticket)
+        until = now + LEASE_SECONDS
         try:
-            leased = await self._sessions.store.acquire_refresh_lease(ticket.key, version, now, now + LEASE_SECONDS)
+            leased = await self._sessions.store.acquire_refresh_lease(ticket.key, version, now, until)
         except StoreError:
             return self._keep_or_fail(session, now, "store unavailable")
         if not leased:
-            return await self._wait_for_winner(ticket, session, version)
+            if session.access_expires_at is not None and now < session.access_expires_at:
+                return session  # another replica is refreshing; this token still works meanwhile
+            return await self._wait_for_winner(ticket, session, version, generation)
         try:
             tokens = await client.refresh(session.refresh_token or "")
         except IdpRejected as exc:
@@ -90,20 +96,30 @@ class Refresher:
                 log().info("refresh_rejected", extra={"fields": {"sub": session.sub, "error": exc.error}})
                 await self._sessions.end(ticket)
                 raise SessionEnded("the provider refused the refresh token") from None
+            await self._release(ticket, until)
             return self._keep_or_fail(session, now, f"refresh rejected: {exc.error}")
         except IdpError:
+            await self._release(ticket, until)
             return self._keep_or_fail(session, now, "identity provider unavailable")
         refreshed = session.refreshed(tokens, now)
         try:
-            await self._sessions.save_refreshed(ticket, refreshed, version)
+            await self._sessions.save_refreshed(ticket, refreshed, version, generation)
         except StoreError as exc:
             # The new tokens stay in this process's cache: a rotated refresh token must
             # not be lost (reusing the old one may revoke the whole grant).
             log().warning("refresh_write_failed", extra={"fields": {"sub": session.sub, "error": type(exc).__name__}})
-        log().info("refresh_success", extra={"fields": {"sub": session.sub}})
+        else:
+            log().info("refresh_success", extra={"fields": {"sub": session.sub}})
         return refreshed
 
-    async def _wait_for_winner(self, ticket: SessionTicket, session: Session, version: int) -> Session:
+    async def _release(self, ticket: SessionTicket, until: int) -> None:
+        """A failed refresh gives its lease back, so the next request can try at once."""
+        try:
+            await self._sessions.store.release_refresh_lease(ticket.key, until)
+        except StoreError:
+            pass  # it lapses by itself
+
+    async def _wait_for_winner(self, ticket: SessionTicket, session: Session, version: int, generation: int) -> Session:
         deadline = self._clock() + LOSER_WAIT
         while self._clock() < deadline:
             await asyncio.sleep(0.05)
@@ -113,8 +129,8 @@ class Refresher:
                 continue
             if found is None:
                 raise SessionEnded("the session ended while another replica refreshed it")
-            if found[1] != version:
-                self._sessions.remember(ticket, *found)
+            if found[1] != version:  # only a token write changes the version
+                self._sessions.remember(ticket, found[0], found[1], generation)
                 return found[0]
         return self._keep_or_fail(session, int(self._clock()), "another replica's refresh did not finish in time")
 

@@ -6,7 +6,10 @@ cookie's own secret, bound to the item's key: the store never holds a usable tok
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -65,11 +68,21 @@ class Sessions:
 
     TOUCH_INTERVAL = 60
 
-    def __init__(self, store: SessionStore, box: SecretBox, cache: SessionCache[tuple[Session, int]], idle_timeout: float):
+    def __init__(
+        self,
+        store: SessionStore,
+        box: SecretBox,
+        cache: SessionCache[tuple[Session, int]],
+        idle_timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.store = store
         self._box = box
         self._cache = cache
         self._idle_timeout = idle_timeout
+        self._clock = clock
+        self._touch_paused_until = 0.0  # after a failed touch: do not retry on every request
+        self._retries: set[asyncio.Task[None]] = set()
 
     async def load(self, ticket: SessionTicket, now: int) -> tuple[Session, int] | None:
         """The live session for ``ticket`` and its store version; None when absent,
@@ -87,20 +100,24 @@ class Sessions:
         if now - session.last_seen_at >= self._idle_timeout:
             await self.end(ticket)
             return None
-        if now - session.last_seen_at >= self.TOUCH_INTERVAL:
+        if now - session.last_seen_at >= self.TOUCH_INTERVAL and self._clock() >= self._touch_paused_until:
+            generation = self._cache.generation(cache_key)
             try:
-                record = await self.store.update(ticket.key, version, last_seen_at=now)
-            except VersionConflict:
-                # Changed elsewhere since cached (a refresh, or a sign-out on another replica):
-                # forget the cached copy; the session lives on only if the store still has it.
+                await self.store.touch(ticket.key, now)
+            except VersionConflict:  # gone: signed out on another replica
                 self._cache.evict(cache_key)
-                return await self.read(ticket, now)
+                return None
             except StoreUnavailable:
-                return session, version  # last_seen_at is bookkeeping: never fail a request over it
+                # Bookkeeping only: never fail a request over it, and do not retry it on
+                # every request while the store is down.
+                self._touch_paused_until = self._clock() + self.TOUCH_INTERVAL
+                return session, version
             session = replace(session, last_seen_at=now)
-            version = record.version
-            self._cache.put(cache_key, (session, version))
+            self._cache.put(cache_key, (session, version), generation)
         return session, version
+
+    def generation(self, ticket: SessionTicket) -> int:
+        return self._cache.generation(SessionCache.key_for(ticket.encode()))
 
     async def read(self, ticket: SessionTicket, now: int) -> tuple[Session, int] | None:
         """Straight from the store, past the cache."""
@@ -114,18 +131,49 @@ class Sessions:
         session.last_seen_at = record.last_seen_at
         return session, record.version
 
-    def remember(self, ticket: SessionTicket, session: Session, version: int) -> None:
-        """Put what another replica wrote into this process's cache."""
-        self._cache.put(SessionCache.key_for(ticket.encode()), (session, version))
+    def remember(self, ticket: SessionTicket, session: Session, version: int, generation: int) -> None:
+        """Put what another replica wrote into this process's cache (unless signed out since)."""
+        self._cache.put(SessionCache.key_for(ticket.encode()), (session, version), generation)
 
-    async def save_refreshed(self, ticket: SessionTicket, session: Session, version: int) -> int:
-        """Write refreshed tokens (conditional on ``version``); the cache has them first,
-        so a failed write never loses a rotated refresh token in this process."""
+    async def save_refreshed(self, ticket: SessionTicket, session: Session, version: int, generation: int) -> None:
+        """Write refreshed tokens, conditional on ``version`` (only token writes change it).
+
+        The cache gets them first (unless a sign-out happened since ``generation``), so a
+        rotated refresh token is never lost in this process; a failed write is retried in
+        the background until it lands, the session ends, or someone else wrote tokens.
+        """
         cache_key = SessionCache.key_for(ticket.encode())
-        self._cache.put(cache_key, (session, version))
-        record = await self.store.update(ticket.key, version, payload=session.seal(self._box, ticket))
-        self._cache.put(cache_key, (session, record.version))
-        return record.version
+        self._cache.put(cache_key, (session, version), generation)
+        payload = session.seal(self._box, ticket)
+        try:
+            record = await self.store.update(ticket.key, version, payload)
+        except VersionConflict:
+            self._cache.evict(cache_key)  # ended, or another writer won: read the store next time
+            return
+        except StoreUnavailable:
+            task = asyncio.create_task(self._retry_write(ticket, session, version, payload, generation))
+            self._retries.add(task)
+            task.add_done_callback(self._retries.discard)
+            raise
+        self._cache.put(cache_key, (session, record.version), generation)
+
+    async def _retry_write(
+        self, ticket: SessionTicket, session: Session, version: int, payload: bytes, generation: int
+    ) -> None:
+        cache_key = SessionCache.key_for(ticket.encode())
+        for delay in (1, 2, 4, 8, 16, 30, 60):
+            await asyncio.sleep(delay)
+            if self._cache.generation(cache_key) != generation:
+                return  # signed out here meanwhile
+            try:
+                record = await self.store.update(ticket.key, version, payload)
+            except VersionConflict:
+                self._cache.evict(cache_key)
+                return
+            except StoreUnavailable:
+                continue
+            self._cache.put(cache_key, (session, record.version), generation)
+            return
 
     async def create(self, ticket: SessionTicket, session: Session) -> None:
         await self.store.create(

@@ -5,8 +5,10 @@ Rules every backend follows (the contract suite in tests/contract checks them):
 - ``get`` is strongly consistent and treats an item past ``expires_at`` as absent
   (DynamoDB deletes expired items lazily, often days later).
 - ``create`` never overwrites; every later write is conditional on the item still
-  existing and on the expected ``version``, so a write racing a sign-out can never
-  bring the session back ("no resurrection").
+  existing (token writes also on the expected ``version``), so a write racing a
+  sign-out can never bring the session back ("no resurrection").
+- Only token writes change ``version``; recording activity (``touch``) does not, so a
+  refresh in flight is never invalidated by a request that merely passed by.
 - ``acquire_refresh_lease`` succeeds for one caller at a time across every replica:
   the lease is free (absent or past) and the version is unchanged.
 """
@@ -51,13 +53,19 @@ class SessionStore(Protocol):
     async def create(self, record: SessionRecord) -> None:
         """Store a new record (version 1); an existing key is a VersionConflict."""
 
-    async def update(
-        self, key: str, expected_version: int, *, payload: bytes | None = None, last_seen_at: int | None = None
-    ) -> SessionRecord:
-        """Write what is given and bump the version; VersionConflict if gone or changed."""
+    async def update(self, key: str, expected_version: int, payload: bytes) -> SessionRecord:
+        """Write new sealed tokens, bump the version and end any refresh lease;
+        VersionConflict if the item is gone or its version changed."""
+
+    async def touch(self, key: str, last_seen_at: int) -> None:
+        """Record activity (idle timeout) without changing the version, so it never
+        races a refresh; VersionConflict if the item is gone."""
 
     async def acquire_refresh_lease(self, key: str, expected_version: int, now: int, until: int) -> bool:
         """Take the refresh lease until ``until``; False when someone else holds it or the item changed."""
+
+    async def release_refresh_lease(self, key: str, until: int) -> None:
+        """Give back a lease taken with ``until`` (after a failed refresh), if it is still ours."""
 
     async def delete(self, key: str) -> None: ...
 

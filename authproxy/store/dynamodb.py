@@ -70,25 +70,37 @@ class DynamoDBStore:
         await self._call("create", self._client.put_item, TableName=self.table, Item=item,
                          ConditionExpression="attribute_not_exists(pk)")
 
-    async def update(
-        self, key: str, expected_version: int, *, payload: bytes | None = None, last_seen_at: int | None = None
-    ) -> SessionRecord:
-        sets = ["version = :next"]
-        values: dict[str, Any] = {":expected": {"N": str(expected_version)}, ":next": {"N": str(expected_version + 1)}}
-        if payload is not None:
-            sets += ["payload = :payload", "refresh_lease_until = :zero"]  # new tokens end the refresh
-            values[":payload"] = {"B": payload}
-            values[":zero"] = {"N": "0"}
-        if last_seen_at is not None:
-            sets.append("last_seen_at = :seen")
-            values[":seen"] = {"N": str(last_seen_at)}
+    async def update(self, key: str, expected_version: int, payload: bytes) -> SessionRecord:
         response = await self._call(
             "update", self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
-            UpdateExpression="SET " + ", ".join(sets),
+            # New tokens end the refresh, so the lease goes with them.
+            UpdateExpression="SET payload = :payload, version = :next, refresh_lease_until = :zero",
             ConditionExpression="attribute_exists(pk) AND version = :expected",
-            ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+            ExpressionAttributeValues={
+                ":payload": {"B": payload}, ":expected": {"N": str(expected_version)},
+                ":next": {"N": str(expected_version + 1)}, ":zero": {"N": "0"},
+            },
+            ReturnValues="ALL_NEW",
         )
         return _record(response["Attributes"])
+
+    async def touch(self, key: str, last_seen_at: int) -> None:
+        await self._call(
+            "touch", self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
+            UpdateExpression="SET last_seen_at = :seen", ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":seen": {"N": str(last_seen_at)}},
+        )
+
+    async def release_refresh_lease(self, key: str, until: int) -> None:
+        try:
+            await self._call(
+                "release", self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
+                UpdateExpression="SET refresh_lease_until = :zero",
+                ConditionExpression="attribute_exists(pk) AND refresh_lease_until = :until",
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":until": {"N": str(until)}},
+            )
+        except VersionConflict:
+            pass  # no longer ours (it lapsed and someone else took it, or the session ended)
 
     async def acquire_refresh_lease(self, key: str, expected_version: int, now: int, until: int) -> bool:
         try:
@@ -122,9 +134,11 @@ class DynamoDBStore:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
                 raise StoreUnavailable(f"create_table: {exc.response.get('Error', {}).get('Code')}") from None
+        except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+            raise StoreUnavailable(f"create_table: {type(exc).__name__}") from None
         deadline = asyncio.get_running_loop().time() + wait
         while True:  # tables become ACTIVE asynchronously (the real service, dynalite)
-            description = await self._client.describe_table(TableName=self.table)
+            description = await self._call("describe_table", self._client.describe_table, TableName=self.table)
             if description["Table"]["TableStatus"] == "ACTIVE":
                 break
             if asyncio.get_running_loop().time() > deadline:
@@ -140,6 +154,8 @@ class DynamoDBStore:
                 return
             # dynalite has no UpdateTimeToLive; expiry is still honoured on every read.
             log().warning("store_ttl_not_enabled", extra={"fields": {"table": self.table, "code": code}})
+        except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+            log().warning("store_ttl_not_enabled", extra={"fields": {"table": self.table, "code": type(exc).__name__}})
 
     async def _call(self, operation: str, method: Any, **kwargs: Any) -> dict[str, Any]:
         if self._client is None:

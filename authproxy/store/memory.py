@@ -31,21 +31,24 @@ class MemoryStore:
         while len(self._items) > self._max_entries:
             self._items.popitem(last=False)  # oldest first
 
-    async def update(
-        self, key: str, expected_version: int, *, payload: bytes | None = None, last_seen_at: int | None = None
-    ) -> SessionRecord:
+    async def update(self, key: str, expected_version: int, payload: bytes) -> SessionRecord:
         record = self._items.get(key)
         if record is None or record.version != expected_version:
             raise VersionConflict("session changed or gone")
-        updated = replace(
-            record,
-            payload=record.payload if payload is None else payload,
-            last_seen_at=record.last_seen_at if last_seen_at is None else last_seen_at,
-            version=record.version + 1,
-            refresh_lease_until=0 if payload is not None else record.refresh_lease_until,
-        )
+        updated = replace(record, payload=payload, version=record.version + 1, refresh_lease_until=0)
         self._items[key] = updated
         return updated
+
+    async def touch(self, key: str, last_seen_at: int) -> None:
+        record = self._items.get(key)
+        if record is None:
+            raise VersionConflict("session gone")
+        self._items[key] = replace(record, last_seen_at=last_seen_at)
+
+    async def release_refresh_lease(self, key: str, until: int) -> None:
+        record = self._items.get(key)
+        if record is not None and record.refresh_lease_until == until:
+            self._items[key] = replace(record, refresh_lease_until=0)
 
     async def acquire_refresh_lease(self, key: str, expected_version: int, now: int, until: int) -> bool:
         record = self._items.get(key)

@@ -265,7 +265,8 @@ class SignIn:
         # this browser still had ends here, so an old ticket cannot outlive the new sign-in.
         previous = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
         try:
-            if previous is not None:
+            # Only a ticket whose secret opens its session may end it.
+            if previous is not None and await self.sessions.load(previous, now) is not None:
                 await self.sessions.end(previous)
         except StoreError:
             return fail("store_unavailable", "sessions cannot be stored right now; try again", status=503)

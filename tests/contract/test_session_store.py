@@ -63,11 +63,24 @@ async def test_get_put(store):
 async def test_versioned_updates(store):
     item = record()
     await store.create(item)
-    updated = await store.update(item.key, 1, payload=b"new", last_seen_at=NOW + 5)
-    assert (updated.version, updated.payload, updated.last_seen_at) == (2, b"new", NOW + 5)
+    updated = await store.update(item.key, 1, b"new")
+    assert (updated.version, updated.payload) == (2, b"new")
     assert await store.get(item.key, NOW) == updated
     with pytest.raises(VersionConflict):
-        await store.update(item.key, 1, last_seen_at=NOW + 9)  # stale version
+        await store.update(item.key, 1, b"stale")  # stale version
+
+
+async def test_touch_records_activity_without_changing_the_version(store):
+    item = record()
+    await store.create(item)
+    await store.touch(item.key, NOW + 61)
+    touched = await store.get(item.key, NOW)
+    assert (touched.last_seen_at, touched.version) == (NOW + 61, 1)
+    assert (await store.update(item.key, 1, b"tokens")).version == 2  # a refresh is not invalidated
+    await store.delete(item.key)
+    with pytest.raises(VersionConflict):
+        await store.touch(item.key, NOW + 62)  # never re-creates
+    assert await store.get(item.key, NOW) is None
 
 
 async def test_expiry_is_checked_on_read(store):
@@ -82,7 +95,7 @@ async def test_no_resurrection(store):
     await store.create(item)
     await store.delete(item.key)
     with pytest.raises(VersionConflict):
-        await store.update(item.key, 1, payload=b"late write")
+        await store.update(item.key, 1, b"late write")
     assert await store.get(item.key, NOW) is None
     assert not await store.acquire_refresh_lease(item.key, 1, NOW, NOW + 5)
     assert await store.get(item.key, NOW) is None
@@ -92,8 +105,8 @@ async def test_update_racing_a_delete_leaves_no_item(store):
     for _ in range(5):
         item = record()
         await store.create(item)
-        results = await asyncio.gather(store.update(item.key, 1, last_seen_at=NOW + 1), store.delete(item.key),
-                                       return_exceptions=True)
+        results = await asyncio.gather(store.update(item.key, 1, b"racing"), store.touch(item.key, NOW + 1),
+                                       store.delete(item.key), return_exceptions=True)
         assert all(r is None or isinstance(r, (SessionRecord, VersionConflict)) for r in results)
         assert await store.get(item.key, NOW) is None
 
@@ -105,9 +118,13 @@ async def test_refresh_lease(store):
     assert not await store.acquire_refresh_lease(item.key, 1, NOW + 1, NOW + 6)  # held by the first
     assert not await store.acquire_refresh_lease(item.key, 2, NOW + 6, NOW + 11)  # wrong version
     assert await store.acquire_refresh_lease(item.key, 1, NOW + 6, NOW + 11)  # the first one's lease lapsed
-    refreshed = await store.update(item.key, 1, payload=b"refreshed tokens")
+    refreshed = await store.update(item.key, 1, b"refreshed tokens")
     assert refreshed.refresh_lease_until == 0  # writing new tokens ends the lease
     assert await store.acquire_refresh_lease(item.key, 2, NOW + 7, NOW + 12)
+    await store.release_refresh_lease(item.key, NOW + 99)  # not ours: nothing happens
+    assert not await store.acquire_refresh_lease(item.key, 2, NOW + 8, NOW + 13)
+    await store.release_refresh_lease(item.key, NOW + 12)  # ours: given back
+    assert await store.acquire_refresh_lease(item.key, 2, NOW + 8, NOW + 13)
 
 
 async def test_concurrent_leases_have_one_winner(store):
@@ -139,5 +156,7 @@ async def test_unreachable_store_is_unavailable_not_a_crash():
     try:
         with pytest.raises(StoreUnavailable):
             await store.get("k", NOW)
+        with pytest.raises(StoreUnavailable):
+            await store.create_table(wait=1)  # start-up with create_table: true must not crash either
     finally:
         await store.close()

@@ -1,6 +1,7 @@
 """Refresh decisions and the single-flight refresher (with the memory store and a fake provider)."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -82,7 +83,78 @@ async def test_two_replicas_one_refresh():
     first, sessions, ticket, store = await setup(provider)
     second = Refresher(Sessions(store, BOX, SessionCache(100, 30), 7200), lambda: provider, 60, clock=lambda: NOW)
     results = await asyncio.gather(first.fresh(ticket, session(), 1), second.fresh(ticket, session(), 1))
+    assert provider.calls == 1
+    # the winner has new tokens; the other replica keeps forwarding its still-valid one meanwhile
+    assert sorted(r.access_token for r in results) == ["AT-1", "AT-2"]
+
+
+def running_clock(start):
+    origin = time.monotonic()
+    return lambda: start + (time.monotonic() - origin)
+
+
+async def test_with_an_expired_token_the_other_replica_waits_for_the_winner():
+    provider = FakeProvider()
+    store = MemoryStore()
+    clock = running_clock(NOW + 31)  # the access token expired at NOW + 30
+    sessions = Sessions(store, BOX, SessionCache(100, 30), 7200)
+    ticket = SessionTicket.new()
+    await sessions.create(ticket, session())
+    first = Refresher(sessions, lambda: provider, 60, clock=clock)
+    second = Refresher(Sessions(store, BOX, SessionCache(100, 30), 7200), lambda: provider, 60, clock=clock)
+    results = await asyncio.gather(first.fresh(ticket, session(), 1), second.fresh(ticket, session(), 1))
     assert provider.calls == 1 and {r.access_token for r in results} == {"AT-2"}
+
+
+async def test_a_winner_that_never_finishes_makes_the_other_give_up(monkeypatch):
+    monkeypatch.setattr("authproxy.session.refresh.LOSER_WAIT", 0.3)
+    store = MemoryStore()
+    sessions = Sessions(store, BOX, SessionCache(100, 30), 7200)
+    ticket = SessionTicket.new()
+    await sessions.create(ticket, session())
+    assert await store.acquire_refresh_lease(ticket.key, 1, NOW, NOW + 100)  # someone else's, never released
+    loser = Refresher(sessions, lambda: FakeProvider(), 60, clock=running_clock(NOW + 31))
+    with pytest.raises(RefreshUnavailable):
+        await loser.fresh(ticket, session(), 1)
+
+
+async def test_activity_during_a_refresh_does_not_lose_the_rotated_token():
+    class SlowProvider(FakeProvider):
+        async def refresh(self, refresh_token):
+            await asyncio.sleep(0.05)
+            return await super().refresh(refresh_token)
+
+    refresher, sessions, ticket, store = await setup(SlowProvider())
+    refreshing = asyncio.create_task(refresher.fresh(ticket, session(), 1))
+    await asyncio.sleep(0.01)
+    assert await sessions.load(ticket, NOW + 61) is not None  # records activity while the refresh runs
+    await refreshing
+    stored, version = await sessions.read(ticket, NOW + 61)
+    assert (stored.refresh_token, version) == ("RT-2", 2)
+
+
+async def test_sign_out_during_a_refresh_stays_signed_out():
+    class SlowProvider(FakeProvider):
+        async def refresh(self, refresh_token):
+            await asyncio.sleep(0.05)
+            return await super().refresh(refresh_token)
+
+    refresher, sessions, ticket, store = await setup(SlowProvider())
+    refreshing = asyncio.create_task(refresher.fresh(ticket, session(), 1))
+    await asyncio.sleep(0.01)
+    await sessions.end(ticket)
+    await refreshing
+    assert await sessions.load(ticket, NOW) is None
+    assert await store.get(ticket.key, NOW) is None
+
+
+async def test_a_failed_refresh_gives_the_lease_back():
+    provider = FakeProvider("down")
+    refresher, sessions, ticket, store = await setup(provider)
+    assert (await refresher.fresh(ticket, session(), 1)).access_token == "AT-1"
+    provider.outcome = "ok"
+    assert (await refresher.fresh(ticket, session(), 1)).access_token == "AT-3"  # no lease left in the way
+    assert provider.calls == 2
 
 
 async def test_no_refresh_token_in_the_response_keeps_the_old_one():
@@ -107,7 +179,7 @@ async def test_provider_down_serves_a_still_valid_token_else_503():
 
 async def test_a_failed_write_keeps_the_new_tokens_in_this_process():
     class FailingWrites(MemoryStore):
-        async def update(self, key, expected_version, **changes):
+        async def update(self, key, expected_version, payload):
             from authproxy.store.base import StoreUnavailable
 
             raise StoreUnavailable("update: down")

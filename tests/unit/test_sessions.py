@@ -78,9 +78,9 @@ class CountingStore(MemoryStore):
         await asyncio.sleep(0)  # a real store answers later: let concurrent readers pile up
         return await super().get(key, now)
 
-    async def update(self, key, expected_version, **changes):
+    async def touch(self, key, last_seen_at):
         self.updates += 1
-        return await super().update(key, expected_version, **changes)
+        return await super().touch(key, last_seen_at)
 
 
 def sessions(store=None, ttl=30.0, clock=None):
@@ -148,6 +148,18 @@ async def test_cache_ttl_lru_and_coalesced_misses():
     for key in ("a", "b", "c"):
         cache.put(key, key)
     assert len(cache) == 2
+
+
+async def test_a_read_that_began_before_a_sign_out_is_not_cached():
+    service, store = sessions()
+    ticket = SessionTicket.new()
+    await service.create(ticket, session())
+    other, _ = sessions(store)  # a fresh cache: the next load reads the store
+    loading = asyncio.create_task(other.load(ticket, 1001))
+    await asyncio.sleep(0)  # the read is in flight
+    await other.end(ticket)
+    await loading
+    assert await other.load(ticket, 1002) is None
 
 
 async def test_a_sign_out_elsewhere_is_seen_after_the_cache_ttl():
