@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, disable_created_metrics, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -48,6 +48,29 @@ UPSTREAM_ERRORS = Counter(
 READY = Gauge("authproxy_ready", "1 when this process (every worker, under a supervisor) is ready to serve.")
 BUILD_INFO = Gauge("authproxy_build_info", "Always 1; the version label says which build runs.", ("version",))
 BUILD_INFO.labels(__version__).set(1)
+
+# Sign-in, sessions, the identity provider and the store. Label values are fixed words.
+LOGINS = Counter("authproxy_logins", "Sign-in callbacks by result (success, state_mismatch, idp_error, token_invalid, ...).",
+                 ("result",))
+LOGOUTS = Counter("authproxy_logouts", "Sign-outs that ended a session.")
+TOKEN_REFRESH = Counter("authproxy_token_refresh",
+                        "Token refreshes by result (success, invalid_grant, transient_error, lease_lost).", ("result",))
+TOKEN_REFRESH_DURATION = Histogram("authproxy_token_refresh_duration_seconds",
+                                   "Time of the refresh_token grant at the provider.", buckets=LATENCY_BUCKETS)
+IDP_DURATION = Histogram("authproxy_idp_request_duration_seconds", "Calls to the identity provider, by endpoint.",
+                         ("endpoint",), buckets=LATENCY_BUCKETS)
+IDP_ERRORS = Counter("authproxy_idp_errors", "Failed calls to the identity provider, by endpoint.", ("endpoint",))
+JWKS_REFRESH = Counter("authproxy_jwks_refresh", "Fetches of the provider's signing keys, by result.", ("result",))
+STORE_DURATION = Histogram("authproxy_store_operation_duration_seconds", "Session store operations.",
+                           ("backend", "operation"), buckets=LATENCY_BUCKETS)
+STORE_ERRORS = Counter("authproxy_store_errors", "Session store operations that failed (unavailable).",
+                       ("backend", "operation"))
+CACHE_HITS = Counter("authproxy_session_cache_hits", "Session lookups answered by the local cache.")
+CACHE_MISSES = Counter("authproxy_session_cache_misses", "Session lookups that went to the store.")
+CACHE_ENTRIES = Gauge("authproxy_session_cache_entries", "Sessions in the local cache.")
+
+# authproxy_auth_total outcomes
+AUTH_PUBLIC, AUTH_SESSION, AUTH_REDIRECTED, AUTH_UNAUTHORIZED = "public", "session", "redirected", "unauthorized"
 
 # How a gauge combines across live workers (default: sum, e.g. memory and open fds).
 GAUGE_MODES = {
@@ -89,10 +112,11 @@ class LatencyHistogram:
 class RequestStats:
     """Per-request metrics of this process. Used from the event loop thread only."""
 
-    __slots__ = ("requests", "durations", "upstream_durations", "in_flight")
+    __slots__ = ("requests", "durations", "upstream_durations", "in_flight", "auth")
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, int], int] = {}
+        self.auth: dict[tuple[str, str], int] = {}  # (route, outcome)
         self.durations: dict[str, LatencyHistogram] = {}
         self.upstream_durations: dict[str, LatencyHistogram] = {}
         self.in_flight = 0
@@ -105,6 +129,10 @@ class RequestStats:
         if histogram is None:
             histogram = self.durations[route] = LatencyHistogram()
         histogram.observe(seconds)
+
+    def authenticated(self, route: str, outcome: str) -> None:
+        key = (route, outcome)
+        self.auth[key] = self.auth.get(key, 0) + 1
 
     def upstream(self, route: str, seconds: float) -> None:
         histogram = self.upstream_durations.get(route)
@@ -138,6 +166,12 @@ class RequestStatsCollector(Collector):
             stats.upstream_durations,
         )
         yield GaugeMetricFamily("authproxy_requests_in_flight", "Requests being handled now.", value=stats.in_flight)
+        auth = CounterMetricFamily(
+            "authproxy_auth", "Authentication decisions by route and outcome.", labels=("route", "outcome")
+        )
+        for (route, outcome), count in sorted(stats.auth.items()):
+            auth.add_metric((route, outcome), count)
+        yield auth
 
 
 def _histogram_family(name: str, documentation: str, histograms: dict[str, LatencyHistogram]) -> HistogramMetricFamily:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import aiohttp
 from joserfc.jwk import KeySet
 
+from authproxy import metrics
 from authproxy.errors import AuthproxyError
 from authproxy.oidc.endpoints import Endpoints
 from authproxy.oidc.verify import TokenRules, UnknownSigningKey, verify_token
@@ -97,6 +98,11 @@ class JwksCache:
             self.fetches += 1
         try:
             keys = await asyncio.shield(self._inflight)
+        except BaseException:
+            metrics.JWKS_REFRESH.labels("error").inc()
+            raise
+        else:
+            metrics.JWKS_REFRESH.labels("success").inc()
         finally:
             if self._inflight is not None and self._inflight.done():
                 self._inflight = None
@@ -177,6 +183,7 @@ class IdentityProviderClient:
             form["client_id"] = self._client_id
             if self._client_auth == "client_secret_post" and self._client_secret is not None:
                 form["client_secret"] = self._client_secret
+        started = time.perf_counter()
         try:
             async with self._session.post(url, data=form, headers=headers, timeout=self._timeout) as response:
                 status = response.status
@@ -185,8 +192,12 @@ class IdentityProviderClient:
                 except ValueError:
                     body = {}
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            metrics.IDP_ERRORS.labels(endpoint).inc()
             raise IdpUnavailable(endpoint, f"{endpoint}: {type(exc).__name__}") from None
+        finally:
+            metrics.IDP_DURATION.labels(endpoint).observe(time.perf_counter() - started)
         if status >= 500 or status == 429:
+            metrics.IDP_ERRORS.labels(endpoint).inc()
             raise IdpUnavailable(endpoint, f"{endpoint}: HTTP {status}")
         if status != 200:
             error = body.get("error") if isinstance(body, dict) else None
@@ -203,13 +214,18 @@ class IdentityProviderClient:
             raise IdpUnavailable("jwks", f"jwks: not a key set ({type(exc).__name__})") from None
 
     async def get_json(self, endpoint: str, url: str) -> Mapping[str, Any]:
+        started = time.perf_counter()
         try:
             async with self._session.get(url, timeout=self._timeout, headers={"Accept": "application/json"}) as response:
                 if response.status != 200:
+                    metrics.IDP_ERRORS.labels(endpoint).inc()
                     raise IdpUnavailable(endpoint, f"{endpoint}: HTTP {response.status}")
                 document = await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            metrics.IDP_ERRORS.labels(endpoint).inc()
             raise IdpUnavailable(endpoint, f"{endpoint}: {type(exc).__name__}") from None
+        finally:
+            metrics.IDP_DURATION.labels(endpoint).observe(time.perf_counter() - started)
         if not isinstance(document, dict):
             raise IdpUnavailable(endpoint, f"{endpoint}: not a JSON object")
         return document

@@ -14,6 +14,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from authproxy import metrics
+
 Value = TypeVar("Value")
 
 
@@ -41,9 +43,11 @@ class SessionCache(Generic[Value]):
             if self._clock() - stored_at < self._ttl:
                 self._entries.move_to_end(key)
                 self.hits += 1
+                metrics.CACHE_HITS.inc()
                 return value
             del self._entries[key]
         self.misses += 1
+        metrics.CACHE_MISSES.inc()
         pending = self._loading.get(key)
         if pending is not None:  # someone is already reading this session: share the read
             return await asyncio.shield(pending)
@@ -74,9 +78,11 @@ class SessionCache(Generic[Value]):
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+        metrics.CACHE_ENTRIES.set(len(self._entries))
 
     def evict(self, key: str) -> None:
         self._entries.pop(key, None)
+        metrics.CACHE_ENTRIES.set(len(self._entries))
         self._generations[key] = self.generation(key) + 1
         self._generations.move_to_end(key)
         while len(self._generations) > self._max_entries:

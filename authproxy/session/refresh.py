@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from authproxy import metrics
 from authproxy.errors import RefreshUnavailable, SessionEnded
 from authproxy.logs import log
 from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
@@ -86,12 +87,15 @@ class Refresher:
         except StoreError:
             return self._keep_or_fail(session, now, "store unavailable")
         if not leased:
+            metrics.TOKEN_REFRESH.labels("lease_lost").inc()
             if session.access_expires_at is not None and now < session.access_expires_at:
                 return session  # another replica is refreshing; this token still works meanwhile
             return await self._wait_for_winner(ticket, session, version, generation)
+        started = time.perf_counter()
         try:
             tokens = await client.refresh(session.refresh_token or "")
         except IdpRejected as exc:
+            metrics.TOKEN_REFRESH.labels("invalid_grant" if exc.error == "invalid_grant" else "rejected").inc()
             if exc.error == "invalid_grant":
                 log().info("refresh_rejected", extra={"fields": {"sub": session.sub, "error": exc.error}})
                 await self._sessions.end(ticket)
@@ -99,8 +103,12 @@ class Refresher:
             await self._release(ticket, until)
             return self._keep_or_fail(session, now, f"refresh rejected: {exc.error}")
         except IdpError:
+            metrics.TOKEN_REFRESH.labels("transient_error").inc()
             await self._release(ticket, until)
             return self._keep_or_fail(session, now, "identity provider unavailable")
+        finally:
+            metrics.TOKEN_REFRESH_DURATION.observe(time.perf_counter() - started)
+        metrics.TOKEN_REFRESH.labels("success").inc()
         refreshed = session.refreshed(tokens, now)
         try:
             await self._sessions.save_refreshed(ticket, refreshed, version, generation)

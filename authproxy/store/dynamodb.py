@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import aioboto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
+from authproxy import metrics
 from authproxy.logs import log
 from authproxy.store.base import SessionRecord, StoreUnavailable, VersionConflict
 
@@ -160,15 +162,20 @@ class DynamoDBStore:
     async def _call(self, operation: str, method: Any, **kwargs: Any) -> dict[str, Any]:
         if self._client is None:
             raise StoreUnavailable("store not open")
+        started = time.perf_counter()
         try:
             return await method(**kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code == _CONDITION_FAILED:
                 raise VersionConflict(f"{operation}: condition failed") from None
+            metrics.STORE_ERRORS.labels(self.name, operation).inc()
             raise StoreUnavailable(f"{operation}: {code}") from None
         except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+            metrics.STORE_ERRORS.labels(self.name, operation).inc()
             raise StoreUnavailable(f"{operation}: {type(exc).__name__}") from None
+        finally:
+            metrics.STORE_DURATION.labels(self.name, operation).observe(time.perf_counter() - started)
 
 
 def _record(item: dict[str, Any]) -> SessionRecord:

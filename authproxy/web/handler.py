@@ -107,8 +107,14 @@ class ProxyHandler:
                             request, host_header, scheme, path + ("?" + query if query else ""), request_id
                         )
                         status = response.status
+                        stats.authenticated(
+                            route_name, metrics.AUTH_REDIRECTED if status == 302 else metrics.AUTH_UNAUTHORIZED
+                        )
                         return response
                     user = current.sub
+                    stats.authenticated(route_name, metrics.AUTH_SESSION)
+                elif route.auth == "public":
+                    stats.authenticated(route_name, metrics.AUTH_PUBLIC)
                 length = request.content_length
                 if route.max_body is not None and length is not None and length > route.max_body:
                     raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")

@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
+from authproxy import metrics
 from authproxy.config.schema import Config
 from authproxy.logs import log
 from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected, discover
@@ -207,6 +208,7 @@ class SignIn:
         state = query.get("state", "")
 
         def fail(reason: str, message: str, status: int = 400) -> web.Response:
+            metrics.LOGINS.labels(reason).inc()
             log().warning("login_failed", extra={"fields": {"request_id": request_id, "reason": reason}})
             response = error_response(status, reason, message, request_id, accept=accept)
             if state:
@@ -287,6 +289,7 @@ class SignIn:
             await self.sessions.create(ticket, session)
         except StoreError:
             return fail("store_unavailable", "sessions cannot be stored right now; try again", status=503)
+        metrics.LOGINS.labels("success").inc()
         log().info("login_success", extra={"fields": {"request_id": request_id, "sub": session.sub}})
         response = web.Response(
             status=302,
@@ -324,6 +327,7 @@ class SignIn:
                 id_token=session.id_token,
                 fallback=target,
             )
+            metrics.LOGOUTS.inc()
             log().info("logout", extra={"fields": {"request_id": request_id, "sub": session.sub}})
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookies.clear_session())

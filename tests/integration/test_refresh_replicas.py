@@ -57,6 +57,10 @@ async def test_fifty_requests_three_replicas_one_refresh(upstream, tmp_path, ser
             statuses = await asyncio.gather(*(call(i) for i in range(50)))
         assert statuses == [200] * 50
         assert await provider.settled_grants("refresh_token", 1, timeout=3) == 1
+        assert sum(r.metric("authproxy_token_refresh_total", result="success") for r in replicas) == 1
+        assert sum(r.metric("authproxy_token_refresh_duration_seconds_count") for r in replicas) == 1
+        assert sum(r.metric("authproxy_store_operation_duration_seconds_count", backend="dynamodb", operation="lease")
+                   for r in replicas) >= 1
         assert not [e for e in provider.events if e.startswith("grant.error")]
     finally:
         for process in (*replicas, provider, table_server):

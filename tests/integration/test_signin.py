@@ -108,6 +108,15 @@ async def test_full_sign_in_session_userinfo_and_sign_out(setup, upstream):
         assert query_of(location)["client_id"] == CLIENT_ID and "id_token_hint" in query_of(location)
         async with session.get(proxy.url + "/app/page", allow_redirects=False) as response:
             assert response.status == 302  # signed out: sent to sign in again
+    # the metrics tell the same story
+    assert proxy.metric("authproxy_logins_total", result="success") >= 1
+    assert proxy.metric("authproxy_logouts_total") >= 1
+    assert proxy.metric("authproxy_auth_total", route="app", outcome="session") >= 1
+    assert proxy.metric("authproxy_auth_total", route="app", outcome="redirected") >= 1
+    assert proxy.metric("authproxy_idp_request_duration_seconds_count", endpoint="token") >= 1
+    assert proxy.metric("authproxy_idp_request_duration_seconds_count", endpoint="revocation") >= 1
+    assert proxy.metric("authproxy_jwks_refresh_total", result="success") >= 1
+    assert proxy.metric("authproxy_session_cache_hits_total") >= 1
     record = [r for r in proxy.access_records() if r["path"] == "/app/page?x=" and r["status"] == 200]
     assert record and record[0]["user"] == "alice"
     text = proxy.logs()
@@ -119,10 +128,13 @@ async def test_full_sign_in_session_userinfo_and_sign_out(setup, upstream):
 async def test_api_client_without_session_gets_401(setup):
     proxy, _ = setup
     async with aiohttp.ClientSession() as session:
+        unauthorized = proxy.metric("authproxy_auth_total", route="app", outcome="unauthorized")
         async with session.get(proxy.url + "/app/data", headers={"Accept": "application/json"}) as response:
             assert response.status == 401
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
             assert (await response.json())["error"] == "unauthorized"
+        await asyncio.sleep(0.1)  # counted just after the response leaves
+        assert proxy.metric("authproxy_auth_total", route="app", outcome="unauthorized") == unauthorized + 1
         async with session.options(proxy.url + "/app/data", headers={"Origin": "http://x.test",
                                    "Access-Control-Request-Method": "POST"}) as response:
             assert response.status == 200  # CORS preflights pass unauthenticated
@@ -149,16 +161,17 @@ async def test_replayed_callback_fails_cleanly(setup):
 
 
 @pytest.mark.parametrize(
-    ("mutate", "status"),
+    ("mutate", "status", "result"),
     [
-        (lambda q: {**q, "state": "forged-state"}, 400),
-        (lambda q: {**q, "iss": "http://evil.test"}, 400),
-        (lambda q: {k: v for k, v in q.items() if k != "iss"}, 400),  # discovery promised iss (RFC 9207)
-        (lambda q: {"state": q["state"], "iss": q["iss"], "error": "access_denied"}, 403),
+        (lambda q: {**q, "state": "forged-state"}, 400, "state_mismatch"),
+        (lambda q: {**q, "iss": "http://evil.test"}, 400, "issuer_mismatch"),
+        (lambda q: {k: v for k, v in q.items() if k != "iss"}, 400, "issuer_mismatch"),  # promised by discovery (RFC 9207)
+        (lambda q: {"state": q["state"], "iss": q["iss"], "error": "access_denied"}, 403, "idp_error"),
     ],
 )
-async def test_callback_negative_cases(setup, mutate, status):
+async def test_callback_negative_cases(setup, mutate, status, result):
     proxy, provider = setup
+    failures = proxy.metric("authproxy_logins_total", result=result)
     async with browser() as session:
         callback = await callback_for(session, proxy)
         params = mutate(query_of(callback))
@@ -168,6 +181,7 @@ async def test_callback_negative_cases(setup, mutate, status):
             page = await response.text()
         assert "Traceback" not in page
         assert await provider.settled_grants("authorization_code", grants) == grants  # no code exchange
+        assert proxy.metric("authproxy_logins_total", result=result) == failures + 1
         async with session.get(proxy.url + "/app/x", allow_redirects=False) as response:
             assert response.status == 302  # no session was created
 

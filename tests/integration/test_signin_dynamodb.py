@@ -106,6 +106,7 @@ async def test_store_outage_cached_sessions_keep_working_others_get_503(upstream
                 assert response.headers["Retry-After"] == "5"
                 assert (await response.json())["error"] == "session_store_unavailable"
         assert "Traceback" not in proxy.logs()
+        assert proxy.metric("authproxy_store_errors_total", backend="dynamodb", operation="get") >= 1  # the outage shows
     finally:
         proxy.stop()
         provider.stop()

@@ -183,6 +183,19 @@ class ProxyProcess:
                 raise AssertionError(f"no access line for request {request_id!r} after {timeout}s")
             await asyncio.sleep(0.05)
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples whose labels include ``labels``, scraped now."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, body = http_get(self.admin_url + "/metrics")
+        assert status == 200
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
     def peak_rss_bytes(self) -> int:
         """VmHWM: the highest resident set size this process has had."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
