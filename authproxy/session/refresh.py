@@ -55,7 +55,7 @@ class Refresher:
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Session]] = {}
 
-    async def fresh(self, ticket: SessionTicket, session: Session, version: int) -> Session:
+    async def fresh(self, ticket: SessionTicket, session: Session, version: int, request_id: str = "") -> Session:
         """``session`` with tokens fresh enough to forward; refreshes when due."""
         if not due(session, int(self._clock()), self._before_expiry):
             return session
@@ -65,7 +65,7 @@ class Refresher:
         future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
         self._inflight[ticket.key] = future
         try:
-            result = await self._refresh(ticket, session, version)
+            result = await self._refresh(ticket, session, version, request_id)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: awaiting followers re-raise it
@@ -75,37 +75,40 @@ class Refresher:
         future.set_result(result)
         return result
 
-    async def _refresh(self, ticket: SessionTicket, session: Session, version: int) -> Session:
+    async def _refresh(self, ticket: SessionTicket, session: Session, version: int, request_id: str) -> Session:
         now = int(self._clock())
         client = self._client()
         if client is None:
-            return self._keep_or_fail(session, now, "identity provider not loaded")
+            return self._keep_or_fail(session, now, "identity provider not loaded", request_id)
         generation = self._sessions.generation(ticket)
         until = now + LEASE_SECONDS
         try:
             leased = await self._sessions.store.acquire_refresh_lease(ticket.key, version, now, until)
         except StoreError:
-            return self._keep_or_fail(session, now, "store unavailable")
+            return self._keep_or_fail(session, now, "store unavailable", request_id)
         if not leased:
             metrics.TOKEN_REFRESH.labels("lease_lost").inc()
             if session.access_expires_at is not None and now < session.access_expires_at:
                 return session  # another replica is refreshing; this token still works meanwhile
-            return await self._wait_for_winner(ticket, session, version, generation)
+            return await self._wait_for_winner(ticket, session, version, generation, request_id)
         started = time.perf_counter()
         try:
             tokens = await client.refresh(session.refresh_token or "")
         except IdpRejected as exc:
             metrics.TOKEN_REFRESH.labels("invalid_grant" if exc.error == "invalid_grant" else "rejected").inc()
             if exc.error == "invalid_grant":
-                log().info("refresh_rejected", extra={"fields": {"sub": session.sub, "error": exc.error}})
+                log().info(
+                    "refresh_rejected",
+                    extra={"fields": {"request_id": request_id, "sub": session.sub, "error": exc.error}},
+                )
                 await self._sessions.end(ticket)
                 raise SessionEnded("the provider refused the refresh token") from None
             await self._release(ticket, until)
-            return self._keep_or_fail(session, now, f"refresh rejected: {exc.error}")
+            return self._keep_or_fail(session, now, f"refresh rejected: {exc.error}", request_id)
         except IdpError:
             metrics.TOKEN_REFRESH.labels("transient_error").inc()
             await self._release(ticket, until)
-            return self._keep_or_fail(session, now, "identity provider unavailable")
+            return self._keep_or_fail(session, now, "identity provider unavailable", request_id)
         finally:
             metrics.TOKEN_REFRESH_DURATION.observe(time.perf_counter() - started)
         metrics.TOKEN_REFRESH.labels("success").inc()
@@ -115,9 +118,12 @@ class Refresher:
         except StoreError as exc:
             # The new tokens stay in this process's cache: a rotated refresh token must
             # not be lost (reusing the old one may revoke the whole grant).
-            log().warning("refresh_write_failed", extra={"fields": {"sub": session.sub, "error": type(exc).__name__}})
+            log().warning(
+                "refresh_write_failed",
+                extra={"fields": {"request_id": request_id, "sub": session.sub, "error": type(exc).__name__}},
+            )
         else:
-            log().info("refresh_success", extra={"fields": {"sub": session.sub}})
+            log().info("refresh_success", extra={"fields": {"request_id": request_id, "sub": session.sub}})
         return refreshed
 
     async def _release(self, ticket: SessionTicket, until: int) -> None:
@@ -127,7 +133,9 @@ class Refresher:
         except StoreError:
             pass  # it lapses by itself
 
-    async def _wait_for_winner(self, ticket: SessionTicket, session: Session, version: int, generation: int) -> Session:
+    async def _wait_for_winner(
+        self, ticket: SessionTicket, session: Session, version: int, generation: int, request_id: str
+    ) -> Session:
         deadline = self._clock() + LOSER_WAIT
         while self._clock() < deadline:
             await asyncio.sleep(0.05)
@@ -140,10 +148,14 @@ class Refresher:
             if found[1] != version:  # only a token write changes the version
                 self._sessions.remember(ticket, found[0], found[1], generation)
                 return found[0]
-        return self._keep_or_fail(session, int(self._clock()), "another replica's refresh did not finish in time")
+        reason = "another replica's refresh did not finish in time"
+        return self._keep_or_fail(session, int(self._clock()), reason, request_id)
 
-    def _keep_or_fail(self, session: Session, now: int, reason: str) -> Session:
+    def _keep_or_fail(self, session: Session, now: int, reason: str, request_id: str) -> Session:
         if session.access_expires_at is not None and now < session.access_expires_at:
-            log().warning("refresh_deferred", extra={"fields": {"sub": session.sub, "reason": reason}})
+            log().warning(
+                "refresh_deferred",
+                extra={"fields": {"request_id": request_id, "sub": session.sub, "reason": reason}},
+            )
             return session  # still valid: serve now, refresh on a later request
         raise RefreshUnavailable(reason)

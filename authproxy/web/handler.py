@@ -101,7 +101,7 @@ class ProxyHandler:
                 scheme = effective_scheme(headers, peer_trusted, request.scheme)
                 preflight = False
                 if route.auth == "login" and sign_in is not None and not (preflight := _is_cors_preflight(request)):
-                    current = await sign_in.session_for_route(request, int(time.time()))
+                    current = await sign_in.session_for_route(request, int(time.time()), request_id)
                     if current is None:
                         response = sign_in.unauthenticated(
                             request, host_header, scheme, path + ("?" + query if query else ""), request_id

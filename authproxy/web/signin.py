@@ -121,7 +121,7 @@ class SignIn:
         found = await self.sessions.load(ticket, now)
         return (ticket, found[0]) if found is not None else None
 
-    async def session_for_route(self, request: web.BaseRequest, now: int) -> Session | None:
+    async def session_for_route(self, request: web.BaseRequest, now: int, request_id: str = "") -> Session | None:
         """The session a protected route forwards with, its tokens refreshed when due.
 
         None: no session (or the provider ended it: invalid_grant). Raises
@@ -134,7 +134,7 @@ class SignIn:
         if found is None:
             return None
         try:
-            return await self.refresher.fresh(ticket, *found)
+            return await self.refresher.fresh(ticket, *found, request_id)
         except SessionEnded:
             return None
 
