@@ -220,6 +220,22 @@ class Route(_Strict):
     allow_encoded_slashes: bool = False  # let %2F and %5C through (otherwise 400)
     timeouts: Timeouts = Timeouts()
     max_body: Size = 10 * 1024**2  # request body limit; 0 means no limit
+    inject: dict[str, str] = {}  # header -> template, e.g. {Authorization: "Bearer {access_token}"}
+    pass_authorization: bool = False  # forward the client's own Authorization header (otherwise removed)
+
+    @field_validator("inject")
+    @classmethod
+    def _inject(cls, value: dict[str, str]) -> dict[str, str]:
+        from authproxy.policy.inject import parse_template, valid_header_name
+
+        for name, template in value.items():
+            if not valid_header_name(name):
+                raise ValueError(f"inject: {name!r} is not a valid header name")
+            try:
+                parse_template(template)
+            except ValueError as exc:
+                raise ValueError(f"inject.{name}: {exc}") from None
+        return value
 
     @field_validator("name")
     @classmethod
@@ -230,6 +246,12 @@ class Route(_Strict):
                 "(it labels metrics and logs)"
             )
         return value
+
+    @model_validator(mode="after")
+    def _inject_needs_identity(self) -> Route:
+        if self.inject and self.auth == "public":
+            raise ValueError("inject needs an identity: use auth: login on this route")
+        return self
 
     @model_validator(mode="after")
     def _strip_needs_path(self) -> Route:

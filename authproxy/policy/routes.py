@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from authproxy.config.schema import Route as RouteConfig
+from authproxy.policy.inject import parse_template
 from authproxy.policy.paths import remove_dot_segments
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: a reg-name (letters, digits, '-', '.', and '_' seen in
@@ -75,6 +76,8 @@ class Route:
         "connect_timeout",
         "read_timeout",
         "auth",
+        "injections",
+        "pass_authorization",
     )
 
     def __init__(self, config: RouteConfig):
@@ -98,6 +101,8 @@ class Route:
         self.connect_timeout = config.timeouts.connect
         self.read_timeout = config.timeouts.read
         self.auth = config.auth
+        self.injections = tuple((name, parse_template(value)) for name, value in config.inject.items())
+        self.pass_authorization = config.pass_authorization
 
     def __repr__(self) -> str:
         return f"Route({self.name!r})"

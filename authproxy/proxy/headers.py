@@ -13,7 +13,7 @@ import ipaddress
 import itertools
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -100,18 +100,20 @@ def upstream_request_headers(
     upstream_host: str | None,
     request_id: str,
     drop: frozenset[str] = frozenset(),
+    strip: Callable[[str], bool] | None = None,
 ) -> CIMultiDict[str]:
     """Headers for the upstream request.
 
     ``upstream_host`` is the Host to send (None keeps the client's, for preserve_host).
-    ``drop`` names further headers (lower-case) to remove.
+    ``drop`` names further headers (lower-case) to remove; ``strip`` decides by name
+    (identity headers only the proxy may set).
     """
     remove = _REQUEST_DROP | connection_tokens(headers) | drop if "Connection" in headers or drop else _REQUEST_DROP
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         # Names with "_" are dropped, as nginx does by default: CGI/WSGI servers map
         # "_" to "-", so "X_Forwarded_For" would otherwise pass as X-Forwarded-For.
-        if name.lower() not in remove and "_" not in name:
+        if name.lower() not in remove and "_" not in name and (strip is None or not strip(name)):
             out.add(name, value)
     out["Host"] = host_header if upstream_host is None else upstream_host
     if peer_trusted:

@@ -7,6 +7,7 @@ the only dispatch, and everything it needs was built at start-up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,8 @@ from authproxy.errors import (
 )
 from authproxy.logs import AccessLog, log, loggable_path
 from authproxy.policy.paths import normalise_path, split_target
-from authproxy.policy.routes import RouteTable, request_host, valid_host_header
+from authproxy.policy.inject import UNSAFE, SpoofGuard
+from authproxy.policy.routes import Route, RouteTable, request_host, valid_host_header
 from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody
 from authproxy.proxy.headers import (
     TrustedProxies,
@@ -44,6 +46,9 @@ from authproxy.session.cookies import without_own_cookies
 from authproxy.store.base import StoreUnavailable
 
 if TYPE_CHECKING:  # sign-in (joserfc, cryptography) is imported only when configured
+    from multidict import CIMultiDict
+
+    from authproxy.session.store import Session
     from authproxy.web.signin import SignIn
 
 SIGN_IN_ROUTE = "(sign-in)"  # route label for the proxy's own endpoints under proxy_prefix
@@ -55,6 +60,11 @@ class ProxyHandler:
 
     def __init__(self, config: Config, forwarder: Forwarder, access_log: AccessLog, sign_in: SignIn | None = None):
         self.routes = RouteTable(config.routes)
+        # Identity headers only the proxy may set: whatever a client sends under these
+        # names (any case, "_" for "-") never reaches an upstream, on any route.
+        guard = SpoofGuard(name for route in config.routes for name in route.inject)
+        self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization)
+                      for route in self.routes.routes}
         self.sign_in = sign_in
         self.own_prefix = config.proxy_prefix + "/"
         self.trusted = TrustedProxies(config.trusted_proxies)  # type: ignore[arg-type]
@@ -100,6 +110,7 @@ class ProxyHandler:
                     raise BadRequest("encoded slashes (%2F, %5C) are not allowed on this route")
                 scheme = effective_scheme(headers, peer_trusted, request.scheme)
                 preflight = False
+                identity = None
                 if route.auth == "login" and sign_in is not None and not (preflight := _is_cors_preflight(request)):
                     current = await sign_in.session_for_route(request, int(time.time()), request_id)
                     if current is None:
@@ -112,6 +123,7 @@ class ProxyHandler:
                         )
                         return response
                     user = current.sub
+                    identity = current
                     stats.authenticated(route_name, metrics.AUTH_SESSION)
                 elif route.auth == "public":
                     stats.authenticated(route_name, metrics.AUTH_PUBLIC)
@@ -128,7 +140,10 @@ class ProxyHandler:
                     host_header=host_header,
                     upstream_host=None if route.preserve_host else route.upstream.host_header,
                     request_id=request_id,
+                    strip=self.strip[route],
                 )
+                if identity is not None and route.injections:
+                    self._inject(upstream_headers, route, identity, request_id)
                 if sign_in is not None and "Cookie" in upstream_headers:
                     # The proxy's own cookies are for the proxy: an upstream never sees them.
                     cookie = without_own_cookies("; ".join(upstream_headers.popall("Cookie")), sign_in.cookies)
@@ -209,6 +224,18 @@ class ProxyHandler:
                     client=client_address(peer, headers.getall("X-Forwarded-For", ()), self.trusted),
                     user=user,
                 )
+
+    @staticmethod
+    def _inject(headers: CIMultiDict[str], route: Route, session: Session, request_id: str) -> None:
+        values = {"access_token": session.access_token, "id_token": session.id_token, "sub": session.sub,
+                  "email": session.claims.get("email")}
+        for name, template in route.injections:
+            value = template.render(values, session.claims)
+            if value is UNSAFE:
+                log().warning("injection_dropped",
+                              extra={"fields": {"request_id": request_id, "route": route.name, "header": name}})
+            elif value is not None:
+                headers[name] = value
 
     @staticmethod
     def _log_upstream_error(request_id: str, route: str | None, exc: UpstreamError, *, after_headers: bool) -> None:

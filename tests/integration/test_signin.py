@@ -35,7 +35,9 @@ def setup(upstream, tmp_path_factory):
             "session": {"secrets": ["${TEST_SESSION_SECRET}"]},
             "routes": [
                 {"name": "second", "match": {"host": "second.test"}, "upstream": upstream.url, "auth": "login"},
-                {"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login"},
+                {"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login",
+                 "inject": {"Authorization": "Bearer {access_token}", "X-User-Email": "{claims.email}",
+                            "X-User-Groups": "{claims.groups}", "X-Missing": "{claims.nope}"}},
                 {"name": "open", "match": {"path_prefix": "/open"}, "upstream": upstream.url, "auth": "public"},
             ],
         },
@@ -123,6 +125,44 @@ async def test_full_sign_in_session_userinfo_and_sign_out(setup, upstream):
     assert SESSION_SECRET not in text and CLIENT_SECRET not in text
     assert provider.tokens and not any(token in text for token in provider.tokens)  # no access or refresh token
     assert "eyJ" not in text  # no ID token (a JWT)
+
+
+SPOOFED = {
+    "Authorization": "Bearer EVIL",
+    "X-User-Email": "evil@example.com",
+    "X_User_Email": "evil@example.com",
+    "X-User-Groups": "admins",
+    "X-Auth-Request-User": "evil",
+    "X-Auth-Request-Email": "evil@example.com",
+    "X-Authproxy-Assertion": "evil",
+    "X-Forwarded-User": "evil",
+    "X-Forwarded-Access-Token": "EVIL",
+    "X-Amzn-Oidc-Identity": "evil",
+}
+
+
+@pytest.mark.parametrize("path", ["/app/spoof", "/open/spoof"])
+async def test_only_the_proxy_sets_identity_headers(setup, path):
+    proxy, provider = setup
+    async with browser() as session:
+        await sign_in(session, proxy)
+        async with session.get(proxy.url + path, headers=SPOOFED) as response:
+            assert response.status == 200
+            echo = await response.json()
+    seen = {}
+    for name, value in echo["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    assert not any("evil" in value.lower() for values in seen.values() for value in values)
+    for name in ("x-auth-request-user", "x-auth-request-email", "x-authproxy-assertion", "x-forwarded-user",
+                 "x-forwarded-access-token", "x-amzn-oidc-identity", "x-user-email_", "x-missing"):
+        assert name not in seen
+    if path.startswith("/app"):  # injected from the verified session
+        assert seen["x-user-email"] == ["alice@example.com"]
+        assert seen["x-user-groups"] == ["admins"]
+        scheme, token = seen["authorization"][0].split(" ")
+        assert scheme == "Bearer" and token in provider.tokens  # the access token the provider issued
+    else:  # a public route injects nothing and passes no client Authorization
+        assert "authorization" not in seen and "x-user-email" not in seen and "x-user-groups" not in seen
 
 
 async def test_api_client_without_session_gets_401(setup):

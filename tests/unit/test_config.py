@@ -79,6 +79,19 @@ def test_store_section():
     assert parse("workers: 2\n" + MINIMAL).worker_count == 2  # no sessions, no store concerns
 
 
+@pytest.mark.parametrize(
+    ("route", "path", "words"),
+    [
+        ("{name: a, upstream: 'http://u', auth: login, inject: {X-A: '{token}'}}", "routes[0].inject", "unknown placeholder"),
+        ("{name: a, upstream: 'http://u', auth: login, inject: {'Bad Name': '{sub}'}}", "routes[0].inject", "header name"),
+        ("{name: a, upstream: 'http://u', auth: public, inject: {X-A: '{sub}'}}", "routes[0]", "auth: login"),
+    ],
+)
+def test_inject_errors(route, path, words):
+    error = errors(SIGN_IN + f"routes: [{route}]")
+    assert any(issue.path == path and words in issue.message for issue in error.issues), str(error)
+
+
 def test_session_secret_never_echoed():
     error = errors("session: {secrets: ['${S}']}\n" + MINIMAL, {"S": "tooshort-secret"})
     assert "tooshort-secret" not in str(error)

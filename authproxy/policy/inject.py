@@ -1,0 +1,161 @@
+"""Header templates for identity injection, and the headers nobody may spoof (pure).
+
+Templates are parsed by this small parser (never ``str.format``, which would let a
+template reach attributes) and compiled once at start-up:
+
+    "Bearer {access_token}"  "{claims.email}"  "{claims.cognito:groups}"
+    "{claims["https://example.com/roles"]}"    "{{literal braces}}"
+
+Placeholders: access_token, id_token, sub, email, claims.NAME (dotted path; a name in
+["..."] may hold dots). A list claim is joined with ","; a missing value leaves the
+header out; a value that cannot be a header value (CR, LF, non-Latin-1) is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+_SIMPLE = frozenset({"access_token", "id_token", "sub", "email"})
+_SEGMENT = re.compile(r"""\.([^.\[\]{}"']+)|\["([^"]+)"\]|\['([^']+)'\]""")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2 token
+
+# Identity headers that peers (oauth2-proxy, ALB, Pomerium) or we set: never from a client.
+SPOOFABLE_PREFIXES = ("x-auth-request-", "x-authproxy-", "x-amzn-oidc-")
+SPOOFABLE_NAMES = frozenset(
+    {"x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-access-token", "x-forwarded-preferred-username"}
+)
+
+
+UNSAFE = "\x00unsafe"  # render()'s answer for a value that must not become a header
+
+
+@dataclass(frozen=True, slots=True)
+class Placeholder:
+    name: str  # access_token | id_token | sub | email | claims
+    path: tuple[str, ...] = ()  # claim path for "claims"
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    parts: tuple[str | Placeholder, ...]
+
+    @property
+    def uses(self) -> frozenset[str]:
+        return frozenset(part.name for part in self.parts if isinstance(part, Placeholder))
+
+    def render(self, values: Mapping[str, Any], claims: Mapping[str, Any]) -> str | None:
+        """The header value; None when a placeholder has no value; ``UNSAFE`` when the
+        value cannot be a header value (CR, LF, NUL, non-Latin-1)."""
+        out = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value: Any = _claim(claims, part.path) if part.name == "claims" else values.get(part.name)
+            if value is None or value == "":
+                return None
+            if isinstance(value, (list, tuple)):
+                value = ",".join(str(item) for item in value)
+            out.append(str(value))
+        text = "".join(out)
+        if "\r" in text or "\n" in text or "\x00" in text:
+            return UNSAFE
+        try:
+            text.encode("latin-1")
+        except UnicodeEncodeError:
+            return UNSAFE
+        return text
+
+
+def parse_template(text: str) -> Template:
+    """Raise ValueError naming the problem; the caller adds the config path."""
+    if "\r" in text or "\n" in text:
+        raise ValueError("a header value cannot hold CR or LF")
+    parts: list[str | Placeholder] = []
+    literal, index = [], 0
+    while index < len(text):
+        char = text[index]
+        if text.startswith("{{", index) or text.startswith("}}", index):
+            literal.append(char)
+            index += 2
+            continue
+        if char == "}":
+            raise ValueError("unmatched '}' (write '}}' for a literal brace)")
+        if char != "{":
+            literal.append(char)
+            index += 1
+            continue
+        end = _closing(text, index)
+        if literal:
+            parts.append("".join(literal))
+            literal = []
+        parts.append(_placeholder(text[index + 1 : end]))
+        index = end + 1
+    if literal:
+        parts.append("".join(literal))
+    return Template(tuple(parts))
+
+
+def _closing(text: str, start: int) -> int:
+    in_quotes = False
+    for index in range(start + 1, len(text)):
+        char = text[index]
+        if char == '"':
+            in_quotes = not in_quotes
+        elif char == "}" and not in_quotes:
+            return index
+    raise ValueError("unclosed '{'")
+
+
+def _placeholder(body: str) -> Placeholder:
+    body = body.strip()
+    if body in _SIMPLE:
+        return Placeholder(body)
+    if body.startswith("claims") and len(body) > len("claims"):
+        rest, path = body[len("claims") :], []
+        position = 0
+        for match in _SEGMENT.finditer(rest):
+            if match.start() != position:
+                break
+            path.append(match.group(1) or match.group(2) or match.group(3))
+            position = match.end()
+        if position == len(rest) and path:
+            return Placeholder("claims", tuple(path))
+    raise ValueError(
+        f"unknown placeholder {{{body}}}: use access_token, id_token, sub, email, claims.NAME or claims['NAME']"
+    )
+
+
+def _claim(claims: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = claims
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def valid_header_name(name: str) -> bool:
+    return _HEADER_NAME.fullmatch(name) is not None
+
+
+def normalised(name: str) -> str:
+    """Header names compared case-insensitively with "_" equal to "-" (servers that map
+    one to the other would otherwise let X_User_Email through)."""
+    return name.lower().replace("_", "-")
+
+
+class SpoofGuard:
+    """Decides, per route, which client headers never reach the upstream."""
+
+    def __init__(self, injected_anywhere: Iterable[str]):
+        self._names = SPOOFABLE_NAMES | {normalised(name) for name in injected_anywhere}
+
+    def strips(self, name: str, pass_authorization: bool) -> bool:
+        key = normalised(name)
+        if key == "authorization":
+            return not pass_authorization
+        return key in self._names or key.startswith(SPOOFABLE_PREFIXES)
