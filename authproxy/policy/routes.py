@@ -77,6 +77,7 @@ class Route:
         "read_timeout",
         "auth",
         "injections",
+        "injects_id_token",
         "pass_authorization",
     )
 
@@ -102,6 +103,7 @@ class Route:
         self.read_timeout = config.timeouts.read
         self.auth = config.auth
         self.injections = tuple((name, parse_template(value)) for name, value in config.inject.items())
+        self.injects_id_token = any("id_token" in template.uses for _, template in self.injections)
         self.pass_authorization = config.pass_authorization
 
     def __repr__(self) -> str:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from authproxy import metrics
 from authproxy.errors import RefreshUnavailable, SessionEnded
 from authproxy.logs import log
 from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
+from authproxy.oidc.verify import TokenInvalid
 from authproxy.session.cookies import SessionTicket
 from authproxy.session.store import Session, Sessions
 from authproxy.store.base import StoreError
@@ -31,14 +33,23 @@ LEASE_SECONDS = 30
 LOSER_WAIT = 5.0  # how long a replica that lost the lease waits for the winner's tokens
 
 
-def due(session: Session, now: int, before_expiry: float) -> bool:
-    """Whether the access token should be refreshed before this request is forwarded."""
-    expires = session.access_expires_at
-    if expires is None or not session.refresh_token:
+def due(session: Session, now: int, before_expiry: float, id_token: bool = False) -> bool:
+    """Whether tokens should be refreshed before this request is forwarded: the access
+    token, and the ID token too when the route injects it."""
+    if not session.refresh_token:
         return False
-    lifetime = expires - (session.access_issued_at or expires)
-    margin = min(before_expiry, lifetime / 2) if lifetime > 0 else before_expiry
-    return now >= expires - margin
+    lifetimes = [(session.access_expires_at, session.access_issued_at)]
+    if id_token and isinstance(session.claims.get("exp"), (int, float)):
+        issued = session.claims.get("iat")
+        lifetimes.append((int(session.claims["exp"]), int(issued) if isinstance(issued, (int, float)) else None))
+    for expires, issued in lifetimes:
+        if expires is None:
+            continue
+        lifetime = expires - (issued or expires)
+        margin = min(before_expiry, lifetime / 2) if lifetime > 0 else before_expiry
+        if now >= expires - margin:
+            return True
+    return False
 
 
 class Refresher:
@@ -48,16 +59,20 @@ class Refresher:
         client: Callable[[], IdentityProviderClient | None],
         before_expiry: float,
         clock: Callable[[], float] = time.time,
+        verify_id_token: Callable[[str, int], Awaitable[dict[str, Any]]] | None = None,
     ):
         self._sessions = sessions
+        self._verify_id_token = verify_id_token
         self._client = client
         self._before_expiry = before_expiry
         self._clock = clock
         self._inflight: dict[str, asyncio.Future[Session]] = {}
 
-    async def fresh(self, ticket: SessionTicket, session: Session, version: int, request_id: str = "") -> Session:
+    async def fresh(
+        self, ticket: SessionTicket, session: Session, version: int, request_id: str = "", id_token: bool = False
+    ) -> Session:
         """``session`` with tokens fresh enough to forward; refreshes when due."""
-        if not due(session, int(self._clock()), self._before_expiry):
+        if not due(session, int(self._clock()), self._before_expiry, id_token):
             return session
         pending = self._inflight.get(ticket.key)
         if pending is not None:
@@ -111,8 +126,17 @@ class Refresher:
             return self._keep_or_fail(session, now, "identity provider unavailable", request_id)
         finally:
             metrics.TOKEN_REFRESH_DURATION.observe(time.perf_counter() - started)
+        claims = None
+        if tokens.id_token and self._verify_id_token is not None:
+            # A new ID token replaces the session's claims only once verified (OIDC Core 12.2).
+            try:
+                claims = await self._verify_id_token(tokens.id_token, now)
+            except (TokenInvalid, IdpError) as exc:
+                metrics.TOKEN_REFRESH.labels("token_invalid").inc()
+                await self._release(ticket, until)
+                return self._keep_or_fail(session, now, f"refreshed ID token not acceptable: {exc}", request_id)
         metrics.TOKEN_REFRESH.labels("success").inc()
-        refreshed = session.refreshed(tokens, now)
+        refreshed = session.refreshed(tokens, now, claims)
         try:
             await self._sessions.save_refreshed(ticket, refreshed, version, generation)
         except StoreError as exc:

@@ -36,7 +36,7 @@ class Session:
     def __repr__(self) -> str:  # tokens never reach a log through a repr
         return f"Session(sub={self.sub!r}, expires_at={self.expires_at})"
 
-    def refreshed(self, tokens: TokenResponse, now: int) -> Session:
+    def refreshed(self, tokens: TokenResponse, now: int, claims: dict[str, Any] | None = None) -> Session:
         """This session after a refresh_token grant. A response without a refresh token
         keeps the old one (Cognito without rotation sends none, RFC 6749 6); one with a
         refresh token replaces it (rotation: the old one dies at the provider)."""
@@ -44,6 +44,7 @@ class Session:
             self,
             access_token=tokens.access_token,
             id_token=tokens.id_token or self.id_token,
+            claims=claims if claims is not None else self.claims,
             refresh_token=tokens.refresh_token or self.refresh_token,
             access_expires_at=now + tokens.expires_in if tokens.expires_in else None,
             access_issued_at=now,

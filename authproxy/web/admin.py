@@ -7,6 +7,7 @@ of service at once; its outage shows in metrics instead.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -21,15 +22,23 @@ class Readiness:
 
     def __init__(self) -> None:
         self._pending: dict[str, str] = {"startup": "starting"}
+        self._ready = asyncio.Event()
         metrics.READY.set(0)
 
     def pending(self, name: str, reason: str) -> None:
         self._pending[name] = reason
+        self._ready.clear()
         metrics.READY.set(0)
 
     def done(self, name: str) -> None:
         self._pending.pop(name, None)
         metrics.READY.set(0 if self._pending else 1)
+        if not self._pending:
+            self._ready.set()
+
+    async def wait(self) -> None:
+        """Until nothing is pending (start-up dependencies such as the provider loaded)."""
+        await self._ready.wait()
 
     @property
     def ready(self) -> bool:

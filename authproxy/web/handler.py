@@ -112,7 +112,9 @@ class ProxyHandler:
                 preflight = False
                 identity = None
                 if route.auth == "login" and sign_in is not None and not (preflight := _is_cors_preflight(request)):
-                    current = await sign_in.session_for_route(request, int(time.time()), request_id)
+                    current = await sign_in.session_for_route(
+                        request, int(time.time()), request_id, route.injects_id_token
+                    )
                     if current is None:
                         response = sign_in.unauthenticated(
                             request, host_header, scheme, path + ("?" + query if query else ""), request_id

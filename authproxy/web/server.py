@@ -61,6 +61,7 @@ async def serve(
     idp_http: aiohttp.ClientSession | None = None
     sign_in: SignIn | None = None
     loading: asyncio.Task[None] | None = None
+    reporting: asyncio.Task[None] | None = None
     store: SessionStore | None = None
     if config.oidc is not None and config.session is not None and config.public_url is not None:
         from authproxy.store.factory import open_store
@@ -95,7 +96,7 @@ async def serve(
 
         _tune_garbage_collector()
         readiness.done("startup")
-        _report(status_fd, STATUS_READY)
+        reporting = asyncio.create_task(_report_when_ready(readiness, status_fd)) if status_fd is not None else None
         log().info(
             "started",
             extra={
@@ -122,6 +123,8 @@ async def serve(
     finally:
         if loading is not None:
             loading.cancel()
+        if reporting is not None:
+            reporting.cancel()
         await runner.cleanup()
         await forwarder.close()
         if idp_http is not None:
@@ -170,6 +173,13 @@ async def _write_snapshots(directory: str) -> None:
         except OSError as exc:
             log().warning("metrics_snapshot_failed", extra={"fields": {"error": exc.strerror or str(exc)}})
         await asyncio.sleep(SNAPSHOT_INTERVAL)
+
+
+async def _report_when_ready(readiness: Readiness, status_fd: int) -> None:
+    """A worker is ready for its supervisor only once everything it needs has loaded
+    (the provider's keys, under sign-in), not merely once it listens."""
+    await readiness.wait()
+    _report(status_fd, STATUS_READY)
 
 
 def _report(status_fd: int | None, status: bytes) -> None:

@@ -12,6 +12,7 @@ import base64
 import html
 import json
 import time
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -60,7 +61,9 @@ class SignIn:
         secrets = [secret.get_secret_value() for secret in self.settings.secrets]
         cache: SessionCache[tuple[Session, int]] = SessionCache(config.store.cache.max_entries, config.store.cache.ttl)
         self.sessions = Sessions(store, SecretBox(secrets, b"authproxy session"), cache, self.settings.idle_timeout)
-        self.refresher = Refresher(self.sessions, lambda: self.client, self.settings.refresh_before_expiry)
+        self.refresher = Refresher(
+            self.sessions, lambda: self.client, self.settings.refresh_before_expiry, verify_id_token=self._verify_refreshed
+        )
         self.transactions = SecretBox(secrets, b"authproxy sign-in transaction")
         route_hosts = {route.match.host for route in config.routes if route.match.host}
         self.redirects = RedirectPolicy([self.public_url.host or "", *route_hosts], self.oidc.allowed_redirect_hosts)
@@ -121,7 +124,21 @@ class SignIn:
         found = await self.sessions.load(ticket, now)
         return (ticket, found[0]) if found is not None else None
 
-    async def session_for_route(self, request: web.BaseRequest, now: int, request_id: str = "") -> Session | None:
+    async def _verify_refreshed(self, id_token: str, now: int) -> dict[str, Any]:
+        """An ID token from a refresh: same issuer and audience, no nonce (OIDC Core 12.2)."""
+        assert self.client is not None
+        rules = TokenRules(
+            issuer=self.oidc.issuer,
+            audiences=frozenset({self.oidc.client_id}),
+            authorized_party=self.oidc.client_id,
+            token_use="id" if self.oidc.provider == "cognito" else None,
+            id_token=True,
+        )
+        return await self.client.verify(id_token, rules, now)
+
+    async def session_for_route(
+        self, request: web.BaseRequest, now: int, request_id: str = "", id_token: bool = False
+    ) -> Session | None:
         """The session a protected route forwards with, its tokens refreshed when due.
 
         None: no session (or the provider ended it: invalid_grant). Raises
@@ -134,7 +151,7 @@ class SignIn:
         if found is None:
             return None
         try:
-            return await self.refresher.fresh(ticket, *found, request_id)
+            return await self.refresher.fresh(ticket, *found, request_id, id_token)
         except SessionEnded:
             return None
 

@@ -42,6 +42,14 @@ def test_due(changes, before, expected):
     assert due(session(**changes), NOW, before) is expected
 
 
+def test_due_counts_the_id_token_only_when_the_route_injects_it():
+    fresh_access = dict(access_expires_at=NOW + 3000, access_issued_at=NOW - 600)
+    stale_id = session(claims={"exp": NOW + 20, "iat": NOW - 3580}, **fresh_access)
+    assert due(stale_id, NOW, 60) is False
+    assert due(stale_id, NOW, 60, id_token=True) is True
+    assert due(session(claims={"exp": NOW + 3000, "iat": NOW - 600}, **fresh_access), NOW, 60, id_token=True) is False
+
+
 class FakeProvider:
     def __init__(self, outcome="ok", rotate=True):
         self.calls = 0
@@ -155,6 +163,39 @@ async def test_a_failed_refresh_gives_the_lease_back():
     provider.outcome = "ok"
     assert (await refresher.fresh(ticket, session(), 1)).access_token == "AT-3"  # no lease left in the way
     assert provider.calls == 2
+
+
+async def test_a_new_id_token_is_verified_before_its_claims_replace_the_old():
+    class WithIdToken(FakeProvider):
+        async def refresh(self, refresh_token):
+            tokens = await super().refresh(refresh_token)
+            return TokenResponse(tokens.access_token, "NEW-ID-TOKEN", tokens.refresh_token, 3600, "Bearer", None)
+
+    verified = []
+
+    async def verify(token, now):
+        verified.append(token)
+        return {"sub": "alice", "exp": now + 3600, "email": "new@example.com"}
+
+    store = MemoryStore()
+    sessions = Sessions(store, BOX, SessionCache(100, 30), 7200)
+    ticket = SessionTicket.new()
+    await sessions.create(ticket, session())
+    refresher = Refresher(sessions, lambda: WithIdToken(), 60, clock=lambda: NOW, verify_id_token=verify)
+    refreshed = await refresher.fresh(ticket, session(), 1)
+    assert verified == ["NEW-ID-TOKEN"]
+    assert refreshed.id_token == "NEW-ID-TOKEN" and refreshed.claims["email"] == "new@example.com"
+
+    async def reject(token, now):
+        from authproxy.oidc.verify import TokenInvalid
+
+        raise TokenInvalid("wrong_audience")
+
+    ticket2 = SessionTicket.new()
+    await sessions.create(ticket2, session())
+    cautious = Refresher(sessions, lambda: WithIdToken(), 60, clock=lambda: NOW, verify_id_token=reject)
+    kept = await cautious.fresh(ticket2, session(), 1)
+    assert kept.access_token == "AT-1" and kept.id_token == "IT-1"  # not taken; the old token still works
 
 
 async def test_no_refresh_token_in_the_response_keeps_the_old_one():
