@@ -126,15 +126,21 @@ async def test_a_winner_that_never_finishes_makes_the_other_give_up(monkeypatch)
         await loser.fresh(ticket, session(), 1)
 
 
-async def test_activity_during_a_refresh_does_not_lose_the_rotated_token():
-    class SlowProvider(FakeProvider):
-        async def refresh(self, refresh_token):
-            await asyncio.sleep(0.05)
-            return await super().refresh(refresh_token)
+class SlowProvider(FakeProvider):
+    async def refresh(self, refresh_token):
+        await asyncio.sleep(0.05)  # long enough for other requests to act meanwhile
+        return await super().refresh(refresh_token)
 
+
+async def refresh_in_background():
     refresher, sessions, ticket, store = await setup(SlowProvider())
     refreshing = asyncio.create_task(refresher.fresh(ticket, session(), 1))
     await asyncio.sleep(0.01)
+    return refreshing, sessions, ticket, store
+
+
+async def test_activity_during_a_refresh_does_not_lose_the_rotated_token():
+    refreshing, sessions, ticket, _ = await refresh_in_background()
     assert await sessions.load(ticket, NOW + 61) is not None  # records activity while the refresh runs
     await refreshing
     stored, version = await sessions.read(ticket, NOW + 61)
@@ -142,14 +148,7 @@ async def test_activity_during_a_refresh_does_not_lose_the_rotated_token():
 
 
 async def test_sign_out_during_a_refresh_stays_signed_out():
-    class SlowProvider(FakeProvider):
-        async def refresh(self, refresh_token):
-            await asyncio.sleep(0.05)
-            return await super().refresh(refresh_token)
-
-    refresher, sessions, ticket, store = await setup(SlowProvider())
-    refreshing = asyncio.create_task(refresher.fresh(ticket, session(), 1))
-    await asyncio.sleep(0.01)
+    refreshing, sessions, ticket, store = await refresh_in_background()
     await sessions.end(ticket)
     await refreshing
     assert await sessions.load(ticket, NOW) is None
