@@ -214,35 +214,35 @@ class IdentityProviderClient:
             raise IdpUnavailable("jwks", f"jwks: not a key set ({type(exc).__name__})") from None
 
     async def get_json(self, endpoint: str, url: str) -> Mapping[str, Any]:
-        started = time.perf_counter()
-        try:
-            async with self._session.get(url, timeout=self._timeout, headers={"Accept": "application/json"}) as response:
-                if response.status != 200:
-                    metrics.IDP_ERRORS.labels(endpoint).inc()
-                    raise IdpUnavailable(endpoint, f"{endpoint}: HTTP {response.status}")
-                document = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            metrics.IDP_ERRORS.labels(endpoint).inc()
-            raise IdpUnavailable(endpoint, f"{endpoint}: {type(exc).__name__}") from None
-        finally:
-            metrics.IDP_DURATION.labels(endpoint).observe(time.perf_counter() - started)
-        if not isinstance(document, dict):
-            raise IdpUnavailable(endpoint, f"{endpoint}: not a JSON object")
-        return document
+        return await fetch_json(self._session, endpoint, url, self._timeout)
 
 
 async def discover(session: aiohttp.ClientSession, issuer: str, timeout: float = 10.0) -> Mapping[str, Any]:
     """Fetch ``{issuer}/.well-known/openid-configuration``."""
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
+    return await fetch_json(session, "discovery", url, aiohttp.ClientTimeout(total=timeout))
+
+
+async def fetch_json(
+    session: aiohttp.ClientSession, endpoint: str, url: str, timeout: aiohttp.ClientTimeout
+) -> Mapping[str, Any]:
+    """GET a JSON object from the provider, timed and counted under ``endpoint``."""
+    started = time.perf_counter()
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        async with session.get(url, timeout=timeout, headers={"Accept": "application/json"}) as response:
             if response.status != 200:
-                raise IdpUnavailable("discovery", f"discovery: HTTP {response.status}")
+                raise IdpUnavailable(endpoint, f"{endpoint}: HTTP {response.status}")
             document = await response.json(content_type=None)
+    except IdpUnavailable:
+        metrics.IDP_ERRORS.labels(endpoint).inc()
+        raise
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-        raise IdpUnavailable("discovery", f"discovery: {type(exc).__name__}") from None
+        metrics.IDP_ERRORS.labels(endpoint).inc()
+        raise IdpUnavailable(endpoint, f"{endpoint}: {type(exc).__name__}") from None
+    finally:
+        metrics.IDP_DURATION.labels(endpoint).observe(time.perf_counter() - started)
     if not isinstance(document, dict):
-        raise IdpUnavailable("discovery", "discovery: not a JSON object")
+        raise IdpUnavailable(endpoint, f"{endpoint}: not a JSON object")
     return document
 
 

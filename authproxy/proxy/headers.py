@@ -99,16 +99,14 @@ def upstream_request_headers(
     host_header: str,
     upstream_host: str | None,
     request_id: str,
-    drop: frozenset[str] = frozenset(),
     strip: Callable[[str], bool] | None = None,
 ) -> CIMultiDict[str]:
     """Headers for the upstream request.
 
     ``upstream_host`` is the Host to send (None keeps the client's, for preserve_host).
-    ``drop`` names further headers (lower-case) to remove; ``strip`` decides by name
-    (identity headers only the proxy may set).
+    ``strip`` decides by name for headers only the proxy may set (identity headers).
     """
-    remove = _REQUEST_DROP | connection_tokens(headers) | drop if "Connection" in headers or drop else _REQUEST_DROP
+    remove = _REQUEST_DROP | connection_tokens(headers) if "Connection" in headers else _REQUEST_DROP
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in headers.items():
         # Names with "_" are dropped, as nginx does by default: CGI/WSGI servers map

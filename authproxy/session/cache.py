@@ -29,8 +29,6 @@ class SessionCache(Generic[Value]):
         # Bumped by evict(): a read or a refresh that began before a sign-out must not
         # put the session back (bounded like the entries themselves).
         self._generations: OrderedDict[str, int] = OrderedDict()
-        self.hits = 0
-        self.misses = 0
 
     @staticmethod
     def key_for(cookie_value: str) -> str:
@@ -42,11 +40,9 @@ class SessionCache(Generic[Value]):
             stored_at, value = entry
             if self._clock() - stored_at < self._ttl:
                 self._entries.move_to_end(key)
-                self.hits += 1
                 metrics.CACHE_HITS.inc()
                 return value
             del self._entries[key]
-        self.misses += 1
         metrics.CACHE_MISSES.inc()
         pending = self._loading.get(key)
         if pending is not None:  # someone is already reading this session: share the read
