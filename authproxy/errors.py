@@ -12,6 +12,12 @@
     │   └── ExpectationFailed    417: an Expect other than 100-continue
     ├── SessionEnded             the provider refused a session's refresh token: sign in again
     ├── RefreshUnavailable       tokens expired and could not be refreshed now (503)
+    ├── TokenInvalid             a token must not be trusted; ``reason`` is a short safe code
+    │   └── UnknownSigningKey    signed with a kid our JWKS copy lacks (refetch once)
+    ├── IdpError                 a call to the identity provider failed; ``endpoint`` names it
+    │   ├── IdpRejected          the provider answered with an OAuth error (invalid_grant, ...)
+    │   └── IdpUnavailable       network, timeout, 5xx: transient
+    │       └── ServiceTokenUnavailable  no machine token for a service_token route (503)
     └── UpstreamError            the upstream failed; ``kind`` is refused | timeout | reset
         ├── UpstreamUnavailable  502: refused or reset
         └── UpstreamTimeout      504: no answer in time
@@ -93,6 +99,43 @@ class SessionEnded(AuthproxyError):
 
 class RefreshUnavailable(AuthproxyError):
     """The tokens are expired and could not be refreshed now: the caller answers 503."""
+
+
+class TokenInvalid(AuthproxyError):
+    """The token must not be trusted; ``reason`` is a short code safe to log and show."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+class UnknownSigningKey(TokenInvalid):
+    """Signed with a key id our JWKS copy lacks: the caller may refetch the JWKS once."""
+
+
+class IdpError(AuthproxyError):
+    """A call to the identity provider failed; ``endpoint`` names which (for metrics)."""
+
+    def __init__(self, endpoint: str, message: str):
+        self.endpoint = endpoint
+        super().__init__(message)
+
+
+class IdpRejected(IdpError):
+    """The provider answered with an OAuth error (RFC 6749 5.2), e.g. invalid_grant."""
+
+    def __init__(self, endpoint: str, error: str, status: int):
+        self.error = error
+        self.status = status
+        super().__init__(endpoint, f"{endpoint}: {error} ({status})")
+
+
+class IdpUnavailable(IdpError):
+    """The provider could not be reached or failed on its side; worth retrying later."""
+
+
+class ServiceTokenUnavailable(IdpUnavailable):
+    """No machine token could be obtained for a service_token route: 503."""
 
 
 class UpstreamError(AuthproxyError):

@@ -67,10 +67,12 @@ STORE_ERRORS = Counter("authproxy_store_errors", "Session store operations that 
                        ("backend", "operation"))
 CACHE_HITS = Counter("authproxy_session_cache_hits", "Session lookups answered by the local cache.")
 CACHE_MISSES = Counter("authproxy_session_cache_misses", "Session lookups that went to the store.")
+CONFIG_RELOADS = Counter("authproxy_config_reloads", "Configuration reloads, by result (success, failure).", ("result",))
 CACHE_ENTRIES = Gauge("authproxy_session_cache_entries", "Sessions in the local cache.")
 
 # authproxy_auth_total outcomes
 AUTH_PUBLIC, AUTH_SESSION, AUTH_REDIRECTED, AUTH_UNAUTHORIZED = "public", "session", "redirected", "unauthorized"
+AUTH_BEARER, AUTH_FORBIDDEN = "bearer", "forbidden"
 
 # How a gauge combines across live workers (default: sum, e.g. memory and open fds).
 GAUGE_MODES = {

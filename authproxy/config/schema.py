@@ -210,11 +210,52 @@ class Match(_Strict):
         return self
 
 
+AuthMode = Literal["public", "login", "bearer", "login_or_bearer", "optional"]
+SESSION_MODES = frozenset({"login", "login_or_bearer", "optional"})  # need sign-in (oidc, session, public_url)
+BEARER_MODES = frozenset({"bearer", "login_or_bearer"})  # need the provider's JWKS
+
+
+class Allow(_Strict):
+    """Who may pass: kinds are ANDed, values within a kind ORed (scopes: all required)."""
+
+    groups: list[str] | None = None  # any of these, from oidc.groups_claim
+    emails: list[str] | None = None  # compared case-insensitively
+    email_domains: list[str] | None = None  # the part after "@", case-insensitively
+    claims: dict[str, list[str | int | bool]] | None = None  # claim -> accepted values (any)
+    scopes: list[str] | None = None  # bearer: every one must be in the token's scope
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Allow:
+        for name in ("groups", "emails", "email_domains", "claims", "scopes"):
+            value = getattr(self, name)
+            if value is not None and not value:
+                raise ValueError(f"{name} is empty, which nobody could satisfy; leave it out instead")
+        for claim, values in (self.claims or {}).items():
+            if not values:
+                raise ValueError(f"claims.{claim} is empty, which nobody could satisfy")
+        return self
+
+
+class ServiceToken(_Strict):
+    """A machine token (client_credentials, RFC 6749 4.4) sent upstream for this route."""
+
+    scopes: list[str] = []  # Cognito resource-server scopes, e.g. ["orders/write"]
+    client_id: str | None = None  # default: oidc.client_id (Cognito code-grant clients cannot also do this)
+    client_secret: SecretStr | None = None
+    resource: str | None = None  # RFC 8707 resource indicator, for providers that use one
+
+    @model_validator(mode="after")
+    def _pair(self) -> ServiceToken:
+        if (self.client_id is None) != (self.client_secret is None):
+            raise ValueError("service_token: give client_id and client_secret together")
+        return self
+
+
 class Route(_Strict):
     name: str
     match: Match = Match()
     upstream: HttpUrl  # base URL; a path in it is prepended to the forwarded path
-    auth: Literal["public", "login"]  # later parts add bearer, login_or_bearer, optional
+    auth: AuthMode  # no default: nobody is public by accident
     strip_prefix: bool = False  # remove the matched path_prefix (or regex match) before forwarding
     preserve_host: bool = False  # send the client's Host instead of the upstream's
     allow_encoded_slashes: bool = False  # let %2F and %5C through (otherwise 400)
@@ -222,6 +263,9 @@ class Route(_Strict):
     max_body: Size = 10 * 1024**2  # request body limit; 0 means no limit
     inject: dict[str, str] = {}  # header -> template, e.g. {Authorization: "Bearer {access_token}"}
     pass_authorization: bool = False  # forward the client's own Authorization header (otherwise removed)
+    allow: Allow | None = None  # who may pass; default: anyone the auth mode admits
+    assertion: bool = False  # add X-Authproxy-Assertion, a short-lived ES256 JWT of the identity
+    service_token: ServiceToken | None = None  # a client_credentials token for {service_token}
 
     @field_validator("inject")
     @classmethod
@@ -248,9 +292,30 @@ class Route(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _inject_needs_identity(self) -> Route:
-        if self.inject and self.auth == "public":
-            raise ValueError("inject needs an identity: use auth: login on this route")
+    def _rules_fit_the_mode(self) -> Route:
+        from authproxy.policy.inject import parse_template
+
+        if self.auth == "public":
+            for name, template in self.inject.items():
+                if parse_template(template).uses - {"service_token"}:
+                    raise ValueError(f"inject.{name} needs an identity, which a public route has none of")
+            if self.allow is not None:
+                raise ValueError("allow needs an identity: a public route admits everyone")
+            if self.assertion:
+                raise ValueError("assertion needs an identity: a public route has none")
+        if self.allow is not None and self.allow.scopes is not None and self.auth != "bearer":
+            raise ValueError("allow.scopes applies to bearer tokens: use it on auth: bearer routes")
+        if self.service_token is None and any(
+            "service_token" in parse_template(template).uses for template in self.inject.values()
+        ):
+            raise ValueError("inject uses {service_token}: configure service_token on this route")
+        if self.service_token is not None:
+            uses = {name.lower(): parse_template(template).uses for name, template in self.inject.items()}
+            if "authorization" in uses and "service_token" not in set().union(*uses.values()):
+                raise ValueError(
+                    "service_token is sent as Authorization unless a template names {service_token}, "
+                    "but inject already sets Authorization: use {service_token} in one of the templates"
+                )
         return self
 
     @model_validator(mode="after")
@@ -281,6 +346,10 @@ class OidcConfig(_Strict):
     allowed_redirect_hosts: list[str] = []  # absolute rd targets allowed besides our own hosts
     post_logout_redirect_uri: ExactUrl | None = None  # default {public_url}/
     authorize_params: dict[str, str] = {}  # extra authorize parameters, e.g. {identity_provider: Google}
+    # Bearer routes (API clients' access tokens).
+    allowed_client_ids: list[str] = []  # cognito: the token's client_id must be one of these (default: [client_id])
+    audiences: list[str] = []  # generic: "aud" must hold one of these; required for bearer routes
+    require_at_jwt: bool = True  # generic: JOSE typ must be at+jwt (RFC 9068 2.1), so no ID token passes
 
     @model_validator(mode="after")
     def _consistent(self) -> OidcConfig:
@@ -349,6 +418,25 @@ class StoreConfig(_Strict):
         return self
 
 
+class AssertionConfig(_Strict):
+    """Keys for X-Authproxy-Assertion; shared by replicas. The first signs, all are published."""
+
+    signing_keys: list[SecretStr] = Field(min_length=1)  # PEM EC P-256 private keys
+    lifetime: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=60)] = 30.0
+
+    @field_validator("signing_keys")
+    @classmethod
+    def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
+        from authproxy.policy.assertion import load_signing_key
+
+        for index, key in enumerate(value):
+            try:
+                load_signing_key(key.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"signing_keys[{index}]: {exc}") from None
+        return value
+
+
 class Config(_Strict):
     listen: ListenAddr = ListenAddress("0.0.0.0", 8080)
     admin_listen: ListenAddr = ListenAddress("127.0.0.1", 9090)
@@ -362,6 +450,8 @@ class Config(_Strict):
     oidc: OidcConfig | None = None  # required when a route signs users in
     session: SessionConfig | None = None  # required when a route signs users in
     store: StoreConfig = StoreConfig()  # where sessions live
+    assertion: AssertionConfig | None = None  # required when a route sets assertion: true
+    reload: Literal["signal", "watch"] = "signal"  # SIGHUP reloads; watch also reloads when the file changes
     routes: list[Route] = Field(min_length=1)
 
     @field_validator("proxy_prefix")
@@ -373,10 +463,32 @@ class Config(_Strict):
 
     @model_validator(mode="after")
     def _sign_in_needs(self) -> Config:
-        if any(route.auth == "login" for route in self.routes):
-            missing = [name for name in ("public_url", "oidc", "session") if getattr(self, name) is None]
-            if missing:
-                raise ValueError(f"routes with auth: login need {', '.join(missing)}")
+        for index, route in enumerate(self.routes):
+            where = f"routes[{index}] ({route.name})"
+            if route.auth in SESSION_MODES:
+                missing = [name for name in ("public_url", "oidc", "session") if getattr(self, name) is None]
+                if missing:
+                    raise ValueError(f"{where}: auth {route.auth} needs {', '.join(missing)}")
+            if route.auth in BEARER_MODES:
+                if self.oidc is None:
+                    raise ValueError(f"{where}: auth {route.auth} needs oidc (the provider whose tokens to accept)")
+                if self.oidc.provider == "generic" and not self.oidc.audiences:
+                    raise ValueError(
+                        f"{where}: auth {route.auth} needs oidc.audiences (the API's audience; it never defaults "
+                        "to client_id, so an ID token cannot pass as an access token)"
+                    )
+            if route.service_token is not None:
+                if self.oidc is None:
+                    raise ValueError(f"{where}: service_token needs oidc (the provider's token endpoint)")
+                if route.auth == "public" and not _loopback(self.listen.host):
+                    raise ValueError(
+                        f"{where}: service_token on a public route would lend the proxy's machine identity to "
+                        "anonymous callers; allowed only when listen is a loopback address"
+                    )
+                if route.service_token.client_id is None and self.oidc.client_secret is None:
+                    raise ValueError(f"{where}: service_token needs a confidential client: set its client_id and client_secret")
+            if route.assertion and (self.assertion is None or self.public_url is None):
+                raise ValueError(f"{where}: assertion: true needs the assertion section (signing_keys) and public_url")
         if self.oidc is not None and self.session is not None:
             # Only matters where sessions exist: a public-only proxy stores nothing.
             if self.store.backend == "memory" and self.workers != 1:
@@ -412,6 +524,15 @@ class Config(_Strict):
         if self.workers == "auto":
             return usable_cpus()
         return int(self.workers)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def usable_cpus() -> int:

@@ -20,32 +20,11 @@ import aiohttp
 from joserfc.jwk import KeySet
 
 from authproxy import metrics
-from authproxy.errors import AuthproxyError
+from authproxy.errors import IdpError, IdpRejected, IdpUnavailable  # noqa: F401 - re-exported
 from authproxy.oidc.endpoints import Endpoints
 from authproxy.oidc.verify import TokenRules, UnknownSigningKey, verify_token
 
 JWKS_MIN_REFRESH_INTERVAL = 10.0  # seconds between refetches on unknown kid, per issuer
-
-
-class IdpError(AuthproxyError):
-    """A call to the identity provider failed; ``endpoint`` names which (for metrics)."""
-
-    def __init__(self, endpoint: str, message: str):
-        self.endpoint = endpoint
-        super().__init__(message)
-
-
-class IdpRejected(IdpError):
-    """The provider answered with an OAuth error (RFC 6749 5.2), e.g. invalid_grant."""
-
-    def __init__(self, endpoint: str, error: str, status: int):
-        self.error = error
-        self.status = status
-        super().__init__(endpoint, f"{endpoint}: {error} ({status})")
-
-
-class IdpUnavailable(IdpError):
-    """The provider could not be reached or failed on its side; worth retrying later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,14 +130,26 @@ class IdentityProviderClient:
     async def refresh(self, refresh_token: str) -> TokenResponse:
         return await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
 
+    async def client_credentials(
+        self, scopes: list[str], resource: str | None, client_id: str | None = None, client_secret: str | None = None
+    ) -> TokenResponse:
+        """A machine token (RFC 6749 4.4), with this client's credentials or another's."""
+        form = {"grant_type": "client_credentials"}
+        if scopes:
+            form["scope"] = " ".join(scopes)
+        if resource:
+            form["resource"] = resource  # RFC 8707 2
+        credentials = (client_id, client_secret) if client_id is not None else None
+        return await self._token_request(form, credentials)
+
     async def revoke(self, token: str, hint: str = "refresh_token") -> None:
         """RFC 7009; a provider without a revocation endpoint makes this a no-op."""
         if not self.endpoints.revocation:
             return
         await self._post_form("revocation", self.endpoints.revocation, {"token": token, "token_type_hint": hint})
 
-    async def _token_request(self, form: dict[str, str]) -> TokenResponse:
-        body = await self._post_form("token", self.endpoints.token, form)
+    async def _token_request(self, form: dict[str, str], credentials: tuple[str, str | None] | None = None) -> TokenResponse:
+        body = await self._post_form("token", self.endpoints.token, form, credentials)
         access_token = body.get("access_token")
         if not isinstance(access_token, str) or not access_token:
             raise IdpUnavailable("token", "token response without access_token")
@@ -172,17 +163,20 @@ class IdentityProviderClient:
             scope=_str_or_none(body.get("scope")),
         )
 
-    async def _post_form(self, endpoint: str, url: str, form: dict[str, str]) -> dict[str, Any]:
+    async def _post_form(
+        self, endpoint: str, url: str, form: dict[str, str], credentials: tuple[str, str | None] | None = None
+    ) -> dict[str, Any]:
         headers = {"Accept": "application/json"}
         form = dict(form)
-        if self._client_auth == "client_secret_basic" and self._client_secret is not None:
+        client_id, client_secret = credentials or (self._client_id, self._client_secret)
+        if self._client_auth == "client_secret_basic" and client_secret is not None:
             # RFC 6749 2.3.1: both parts form-urlencoded before base64.
-            pair = f"{quote(self._client_id, safe='')}:{quote(self._client_secret, safe='')}"
+            pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         else:
-            form["client_id"] = self._client_id
-            if self._client_auth == "client_secret_post" and self._client_secret is not None:
-                form["client_secret"] = self._client_secret
+            form["client_id"] = client_id
+            if client_secret is not None:
+                form["client_secret"] = client_secret
         started = time.perf_counter()
         try:
             async with self._session.post(url, data=form, headers=headers, timeout=self._timeout) as response:

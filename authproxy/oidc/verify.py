@@ -16,23 +16,11 @@ from joserfc import jwt
 from joserfc.errors import BadSignatureError, DecodeError, InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
-from authproxy.errors import AuthproxyError
+from authproxy.errors import TokenInvalid, UnknownSigningKey  # noqa: F401 - re-exported
 
 # Asymmetric algorithms only (RFC 8725 3.1); Cognito signs with RS256.
 ALLOWED_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"})
 DEFAULT_LEEWAY = 60  # seconds of clock skew tolerated on exp, iat and nbf
-
-
-class TokenInvalid(AuthproxyError):
-    """The token must not be trusted; ``reason`` is a short code safe to log and show."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        self.reason = reason
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-
-
-class UnknownSigningKey(TokenInvalid):
-    """Signed with a key id our JWKS copy lacks: the caller may refetch the JWKS once."""
 
 
 @dataclass(frozen=True, slots=True)

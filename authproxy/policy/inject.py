@@ -6,8 +6,8 @@ template reach attributes) and compiled once at start-up:
     "Bearer {access_token}"  "{claims.email}"  "{claims.cognito:groups}"
     "{claims["https://example.com/roles"]}"    "{{literal braces}}"
 
-Placeholders: access_token, id_token, sub, email, claims.NAME (dotted path; a name in
-["..."] may hold dots). A list claim is joined with ","; a missing value leaves the
+Placeholders: access_token, id_token, sub, email, service_token, claims.NAME (dotted
+path; a name in ["..."] may hold dots). A list claim is joined with ","; a missing value leaves the
 header out; a value that cannot be a header value (CR, LF, non-Latin-1) is dropped.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-_SIMPLE = frozenset({"access_token", "id_token", "sub", "email"})
+_SIMPLE = frozenset({"access_token", "id_token", "sub", "email", "service_token"})
 _SEGMENT = re.compile(r"""\.([^.\[\]{}"']+)|\["([^"]+)"\]|\['([^']+)'\]""")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2 token
 
@@ -34,7 +34,7 @@ UNSAFE = "\x00unsafe"  # render()'s answer for a value that must not become a he
 
 @dataclass(frozen=True, slots=True)
 class Placeholder:
-    name: str  # access_token | id_token | sub | email | claims
+    name: str  # access_token | id_token | sub | email | service_token | claims
     path: tuple[str, ...] = ()  # claim path for "claims"
 
 
@@ -125,7 +125,7 @@ def _placeholder(body: str) -> Placeholder:
         if position == len(rest) and path:
             return Placeholder("claims", tuple(path))
     raise ValueError(
-        f"unknown placeholder {{{body}}}: use access_token, id_token, sub, email, claims.NAME or claims['NAME']"
+        f"unknown placeholder {{{body}}}: use access_token, id_token, sub, email, service_token, claims.NAME or claims['NAME']"
     )
 
 
@@ -159,3 +159,13 @@ class SpoofGuard:
         if key == "authorization":
             return not pass_authorization
         return key in self._names or key.startswith(SPOOFABLE_PREFIXES)
+
+
+def groups_of(claims: Mapping[str, Any], claim: str) -> list[str]:
+    """The groups claim as a list of strings (a single string counts as one group)."""
+    value = claims.get(claim)
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value]
+    return []

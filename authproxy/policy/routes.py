@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from yarl import URL
 
 from authproxy.config.schema import Route as RouteConfig
-from authproxy.policy.inject import parse_template
+from authproxy.policy.allow import AllowRule
+from authproxy.policy.inject import Template, parse_template
 from authproxy.policy.paths import remove_dot_segments
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: a reg-name (letters, digits, '-', '.', and '_' seen in
@@ -79,9 +80,12 @@ class Route:
         "injections",
         "injects_id_token",
         "pass_authorization",
+        "allow",
+        "assertion",
+        "service_token",
     )
 
-    def __init__(self, config: RouteConfig):
+    def __init__(self, config: RouteConfig, groups_claim: str = "groups"):
         match = config.match
         self.name = config.name
         self.config = config
@@ -102,9 +106,12 @@ class Route:
         self.connect_timeout = config.timeouts.connect
         self.read_timeout = config.timeouts.read
         self.auth = config.auth
-        self.injections = tuple((name, parse_template(value)) for name, value in config.inject.items())
+        self.injections = _injections(config)
         self.injects_id_token = any("id_token" in template.uses for _, template in self.injections)
         self.pass_authorization = config.pass_authorization
+        self.allow = AllowRule.compile(config.allow, groups_claim) if config.allow is not None else None
+        self.assertion = config.assertion
+        self.service_token = config.service_token
 
     def __repr__(self) -> str:
         return f"Route({self.name!r})"
@@ -137,13 +144,22 @@ class Route:
         return base + path if base else path
 
 
+def _injections(config: RouteConfig) -> tuple[tuple[str, Template], ...]:
+    """The route's header templates; a service_token that no template names is sent as
+    ``Authorization: Bearer {service_token}``, which is what an upstream API expects."""
+    injections = [(name, parse_template(value)) for name, value in config.inject.items()]
+    if config.service_token is not None and not any("service_token" in template.uses for _, template in injections):
+        injections.append(("Authorization", parse_template("Bearer {service_token}")))
+    return tuple(injections)
+
+
 class RouteTable:
     """The ordered routes; ``match`` returns the first that applies."""
 
     __slots__ = ("routes",)
 
-    def __init__(self, routes: Sequence[RouteConfig]):
-        self.routes = tuple(Route(config) for config in routes)
+    def __init__(self, routes: Sequence[RouteConfig], groups_claim: str = "groups"):
+        self.routes = tuple(Route(config, groups_claim) for config in routes)
 
     def match(self, host: str, path: str, method: str) -> tuple[Route, int] | None:
         for route in self.routes:

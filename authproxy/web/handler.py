@@ -25,12 +25,13 @@ from authproxy.errors import (
     RefreshUnavailable,
     RequestRejected,
     RouteNotFound,
+    ServiceTokenUnavailable,
     UpstreamError,
 )
 from authproxy.logs import AccessLog, log, loggable_path
 from authproxy.policy.paths import normalise_path, split_target
-from authproxy.policy.inject import UNSAFE, SpoofGuard
-from authproxy.policy.routes import Route, RouteTable, request_host, valid_host_header
+from authproxy.policy.inject import SpoofGuard, groups_of
+from authproxy.policy.routes import RouteTable, request_host, valid_host_header
 from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody
 from authproxy.proxy.headers import (
     TrustedProxies,
@@ -42,32 +43,48 @@ from authproxy.proxy.headers import (
 )
 from authproxy.proxy.pages import error_response
 from authproxy.proxy.websocket import WebSocketRelay, is_websocket_upgrade
+from authproxy.web.gate import Gate, Identity, Verdict
 from authproxy.session.cookies import without_own_cookies
 from authproxy.store.base import StoreUnavailable
 
 if TYPE_CHECKING:  # sign-in (joserfc, cryptography) is imported only when configured
-    from multidict import CIMultiDict
-
-    from authproxy.session.store import Session
+    from authproxy.policy.assertion import AssertionSigner
     from authproxy.web.signin import SignIn
 
 SIGN_IN_ROUTE = "(sign-in)"  # route label for the proxy's own endpoints under proxy_prefix
+JWKS_PATH = "/.well-known/authproxy/jwks.json"  # the assertion's public keys
 CLIENT_CLOSED = 499  # nginx's convention for "client closed the request" in logs and metrics
+
+
+class Rules:
+    """Everything a configuration reload may change, compiled once; a request reads the
+    current ``Rules`` when it starts and keeps it, so it finishes under the rules it
+    started with while a reload swaps in the next."""
+
+    __slots__ = ("config", "routes", "strip", "trusted", "gate")
+
+    def __init__(self, config: Config, gate: Gate):
+        self.config = config
+        groups_claim = config.oidc.effective_groups_claim if config.oidc is not None else "groups"
+        self.routes = RouteTable(config.routes, groups_claim)
+        # Identity headers only the proxy may set: whatever a client sends under these
+        # names (any case, "_" for "-") never reaches an upstream, on any route.
+        guard = SpoofGuard(name for route in self.routes.routes for name, _ in route.injections)
+        self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization)
+                      for route in self.routes.routes}
+        self.trusted = TrustedProxies(config.trusted_proxies)  # type: ignore[arg-type]
+        self.gate = gate
 
 
 class ProxyHandler:
     """Handles every request on the proxy listener."""
 
-    def __init__(self, config: Config, forwarder: Forwarder, access_log: AccessLog, sign_in: SignIn | None = None):
-        self.routes = RouteTable(config.routes)
-        # Identity headers only the proxy may set: whatever a client sends under these
-        # names (any case, "_" for "-") never reaches an upstream, on any route.
-        guard = SpoofGuard(name for route in config.routes for name in route.inject)
-        self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization)
-                      for route in self.routes.routes}
+    def __init__(self, rules: Rules, forwarder: Forwarder, access_log: AccessLog, sign_in: SignIn | None = None):
+        config = rules.config
+        self.rules = rules
         self.sign_in = sign_in
+        self.own_endpoints = config.oidc is not None  # forward-auth, and sign-in when configured
         self.own_prefix = config.proxy_prefix + "/"
-        self.trusted = TrustedProxies(config.trusted_proxies)  # type: ignore[arg-type]
         self.forwarder = forwarder
         self.access_log = access_log
         self.idle_timeout = config.limits.client_idle_timeout
@@ -78,7 +95,8 @@ class ProxyHandler:
         headers = request.headers
         request_id = request_id_from(headers)
         peer = request.remote or ""
-        peer_trusted = self.trusted.contains(peer)
+        rules = self.rules  # this request keeps these rules, even if a reload swaps them
+        peer_trusted = rules.trusted.contains(peer)
         route_name: str | None = None
         user: str | None = None
         upstream_status: int | None = None
@@ -96,12 +114,23 @@ class ProxyHandler:
                 if not valid_host_header(host_header):
                     raise BadRequest("the Host header is not a valid host[:port]")
                 sign_in = self.sign_in
-                if sign_in is not None and path.startswith(self.own_prefix):
+                if path == JWKS_PATH and rules.gate.signer is not None:
                     route_name = SIGN_IN_ROUTE
-                    response = await sign_in.handle(request, path[len(self.own_prefix) :], request_id)
+                    response = _jwks_response(rules.gate.signer)
                     status = response.status
                     return response
-                found = self.routes.match(request_host(host_header), path, request.method)
+                if self.own_endpoints and path.startswith(self.own_prefix):
+                    route_name = SIGN_IN_ROUTE
+                    endpoint = path[len(self.own_prefix) :]
+                    if endpoint == "auth":
+                        response = await self._forward_auth(request, rules, peer_trusted, host_header, request_id)
+                    elif sign_in is not None:
+                        response = await sign_in.handle(request, endpoint, request_id)
+                    else:
+                        raise RouteNotFound("no such endpoint")
+                    status = response.status
+                    return response
+                found = rules.routes.match(request_host(host_header), path, request.method)
                 if found is None:
                     raise RouteNotFound("no route matches this request")
                 route, matched = found
@@ -109,26 +138,19 @@ class ProxyHandler:
                 if normalised.has_encoded_slash and not route.allow_encoded_slashes:
                     raise BadRequest("encoded slashes (%2F, %5C) are not allowed on this route")
                 scheme = effective_scheme(headers, peer_trusted, request.scheme)
-                preflight = False
-                identity = None
-                if route.auth == "login" and sign_in is not None and not (preflight := _is_cors_preflight(request)):
-                    current = await sign_in.session_for_route(
-                        request, int(time.time()), request_id, route.injects_id_token
-                    )
-                    if current is None:
-                        response = sign_in.unauthenticated(
-                            request, host_header, scheme, path + ("?" + query if query else ""), request_id
-                        )
-                        status = response.status
-                        stats.authenticated(
-                            route_name, metrics.AUTH_REDIRECTED if status == 302 else metrics.AUTH_UNAUTHORIZED
-                        )
-                        return response
-                    user = current.sub
-                    identity = current
-                    stats.authenticated(route_name, metrics.AUTH_SESSION)
-                elif route.auth == "public":
-                    stats.authenticated(route_name, metrics.AUTH_PUBLIC)
+                preflight = route.auth != "public" and _is_cors_preflight(request)
+                verdict = await rules.gate.evaluate(
+                    request, route, host=host_header, scheme=scheme, path_qs=path + ("?" + query if query else ""),
+                    request_id=request_id, preflight=preflight,
+                )
+                if verdict.outcome is not None:
+                    stats.authenticated(route_name, verdict.outcome)
+                identity = verdict.identity
+                if identity is not None:
+                    user = identity.sub
+                if verdict.response is not None:
+                    status = verdict.response.status
+                    return verdict.response
                 length = request.content_length
                 if route.max_body is not None and length is not None and length > route.max_body:
                     raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
@@ -142,10 +164,11 @@ class ProxyHandler:
                     host_header=host_header,
                     upstream_host=None if route.preserve_host else route.upstream.host_header,
                     request_id=request_id,
-                    strip=self.strip[route],
+                    strip=rules.strip[route],
                 )
-                if identity is not None and route.injections:
-                    self._inject(upstream_headers, route, identity, request_id)
+                if (route.injections or route.assertion) and not preflight:
+                    for name, value in await rules.gate.identity_headers(route, identity, request_id):
+                        upstream_headers[name] = value
                 if sign_in is not None and "Cookie" in upstream_headers:
                     # The proxy's own cookies are for the proxy: an upstream never sees them.
                     cookie = without_own_cookies("; ".join(upstream_headers.popall("Cookie")), sign_in.cookies)
@@ -198,6 +221,10 @@ class ProxyHandler:
                 log().warning("store_unavailable", extra={"fields": {"request_id": request_id, "route": route_name}})
                 return error_response(503, "session_store_unavailable", "sessions cannot be checked right now; try again",
                                       request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
+            except ServiceTokenUnavailable:
+                status = 503
+                return error_response(503, "service_token_unavailable", "the service token could not be obtained; try again",
+                                      request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
             except RefreshUnavailable:
                 status = 503
                 return error_response(503, "refresh_unavailable", "the sign-in could not be renewed right now; try again",
@@ -223,21 +250,68 @@ class ProxyHandler:
                     status=status,
                     upstream_status=upstream_status,
                     duration=elapsed,
-                    client=client_address(peer, headers.getall("X-Forwarded-For", ()), self.trusted),
+                    client=client_address(peer, headers.getall("X-Forwarded-For", ()), rules.trusted),
                     user=user,
                 )
 
+    async def _forward_auth(
+        self, request: web.BaseRequest, rules: Rules, peer_trusted: bool, host_header: str, request_id: str
+    ) -> web.StreamResponse:
+        """``/oauth2/auth`` for nginx ``auth_request`` and Traefik ``forwardAuth``: the route
+        rules for the original request, which only a trusted proxy may describe. Anyone
+        else learns whether they are signed in, and never receives a token."""
+        headers = request.headers
+        accept = "application/json"
+        gate = rules.gate
+        if not peer_trusted:
+            verdict = await self._session_only(request, gate, request_id)
+            route = None
+        else:
+            method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
+            target = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI") or "/"
+            try:
+                raw_path, query = split_target(target)
+                normalised = normalise_path(raw_path)
+            except BadRequest as exc:
+                return _no_store(error_response(403, "forbidden", f"the original request is not acceptable: {exc.reason}",
+                                                request_id, accept=accept))
+            found = rules.routes.match(request_host(host_header), normalised.path, method.upper())
+            if found is None or (normalised.has_encoded_slash and not found[0].allow_encoded_slashes):
+                return _no_store(error_response(403, "forbidden", "no route admits the original request", request_id,
+                                                accept=accept))
+            route = found[0]
+            scheme = effective_scheme(headers, True, request.scheme)
+            path_qs = normalised.path + ("?" + query if query else "")
+            verdict = await gate.evaluate(request, route, host=host_header, scheme=scheme, path_qs=path_qs,
+                                          request_id=request_id, preflight=False, redirect=False)
+            if verdict.outcome is not None:
+                self.stats.authenticated(route.name, verdict.outcome)
+        if verdict.response is not None:
+            return _no_store(verdict.response)
+        response = web.Response(status=200, headers={"Cache-Control": "no-store", "X-Request-Id": request_id})
+        identity = verdict.identity
+        if identity is not None:
+            response.headers["X-Auth-Request-User"] = identity.sub
+            email = identity.claims.get("email")
+            if isinstance(email, str) and email:
+                response.headers["X-Auth-Request-Email"] = email
+            groups = groups_of(identity.claims, gate.groups_claim)
+            if groups:
+                response.headers["X-Auth-Request-Groups"] = ",".join(groups)
+        if route is not None:
+            for name, value in await gate.identity_headers(route, identity, request_id, with_tokens=peer_trusted):
+                response.headers[name] = value
+        return response
+
     @staticmethod
-    def _inject(headers: CIMultiDict[str], route: Route, session: Session, request_id: str) -> None:
-        values = {"access_token": session.access_token, "id_token": session.id_token, "sub": session.sub,
-                  "email": session.claims.get("email")}
-        for name, template in route.injections:
-            value = template.render(values, session.claims)
-            if value is UNSAFE:
-                log().warning("injection_dropped",
-                              extra={"fields": {"request_id": request_id, "route": route.name, "header": name}})
-            elif value is not None:
-                headers[name] = value
+    async def _session_only(request: web.BaseRequest, gate: Gate, request_id: str) -> Verdict:
+        sign_in = gate.sign_in
+        session = await sign_in.session_for_route(request, int(time.time()), request_id) if sign_in is not None else None
+        if session is None:
+            challenge = {"WWW-Authenticate": 'Bearer realm="authproxy"'}
+            return Verdict(None, None, error_response(401, "unauthorized", "sign-in required", request_id,
+                                                      accept="application/json", headers=challenge))
+        return Verdict(None, Identity(session.sub, session.claims, None, None, metrics.AUTH_SESSION))
 
     @staticmethod
     def _log_upstream_error(request_id: str, route: str | None, exc: UpstreamError, *, after_headers: bool) -> None:
@@ -255,6 +329,16 @@ class ProxyHandler:
             raise ExpectationFailed("only 'Expect: 100-continue' is supported")
         if request.version >= HttpVersion11:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _no_store(response: web.Response) -> web.Response:
+    response.headers["Cache-Control"] = "no-store"  # a forward-auth answer is about one user
+    return response
+
+
+def _jwks_response(signer: AssertionSigner) -> web.Response:
+    return web.Response(body=signer.jwks_document, content_type="application/json",
+                        headers={"Cache-Control": "public, max-age=300"})
 
 
 def _is_cors_preflight(request: web.BaseRequest) -> bool:

@@ -22,10 +22,14 @@ from authproxy.config.schema import Config
 from authproxy.logs import AccessLog, log
 from authproxy.proxy.forward import Forwarder
 from authproxy.web.admin import Readiness, admin_app, readiness_probe
-from authproxy.web.handler import ProxyHandler, server_options
+from authproxy.web.gate import Gate
+from authproxy.web.handler import ProxyHandler, Rules, server_options
+from authproxy.web.reload import Reloader, on_signal_reload
 
 if TYPE_CHECKING:
+    from authproxy.oidc.service_tokens import ServiceTokens
     from authproxy.store.base import SessionStore
+    from authproxy.web.provider import ProviderLink
     from authproxy.web.signin import SignIn
 
 # A worker tells its supervisor its state by writing one of these lines to a pipe.
@@ -38,6 +42,7 @@ SNAPSHOT_INTERVAL = 1.0  # seconds; the supervisor's /metrics lags the workers b
 async def serve(
     config: Config,
     *,
+    config_path: str | None = None,
     reuse_port: bool = False,
     status_fd: int | None = None,
     serve_admin: bool = True,
@@ -52,26 +57,54 @@ async def serve(
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    # SIGHUP would terminate the process by default; configuration reload comes with route rules.
-    loop.add_signal_handler(signal.SIGHUP, lambda: log().warning("sighup_ignored", extra={"fields": {"reason": "reload is not supported yet"}}))
-
     readiness = Readiness()
     forwarder = Forwarder(client_idle_timeout=config.limits.client_idle_timeout)
     await forwarder.start()
     idp_http: aiohttp.ClientSession | None = None
+    provider: ProviderLink | None = None
     sign_in: SignIn | None = None
+    service_tokens: ServiceTokens | None = None
     loading: asyncio.Task[None] | None = None
     reporting: asyncio.Task[None] | None = None
+    watching: asyncio.Task[None] | None = None
     store: SessionStore | None = None
-    if config.oidc is not None and config.session is not None and config.public_url is not None:
-        from authproxy.store.factory import open_store
-        from authproxy.web.signin import SignIn  # only then: it brings joserfc and cryptography
+    if config.oidc is not None:
+        # Only then: the provider link brings joserfc and cryptography.
+        from authproxy.oidc.service_tokens import ServiceTokens
+        from authproxy.web.provider import ProviderLink
 
-        store = await open_store(config.store)
         idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
-        sign_in = SignIn(config, idp_http, readiness, store)
-        loading = asyncio.create_task(sign_in.load())
-    handler = ProxyHandler(config, forwarder, AccessLog(config.log), sign_in)
+        provider = ProviderLink(config.oidc, idp_http, readiness)
+        service_tokens = ServiceTokens(lambda: provider.client if provider is not None else None)
+        if config.session is not None and config.public_url is not None:
+            from authproxy.store.factory import open_store
+            from authproxy.web.signin import SignIn
+
+            store = await open_store(config.store)
+            sign_in = SignIn(config, provider, store)
+        loading = asyncio.create_task(provider.load())
+
+    def compile_rules(new: Config) -> Rules:
+        signer = None
+        if new.assertion is not None and new.public_url is not None:
+            from authproxy.policy.assertion import AssertionSigner
+
+            keys = [key.get_secret_value() for key in new.assertion.signing_keys]
+            signer = AssertionSigner(keys, str(new.public_url).rstrip("/"), new.assertion.lifetime)
+        return Rules(new, Gate(new, provider, sign_in, service_tokens, signer))
+
+    handler = ProxyHandler(compile_rules(config), forwarder, AccessLog(config.log), sign_in)
+
+    def apply(new: Config) -> None:
+        rules = compile_rules(new)
+        if sign_in is not None:
+            sign_in.routes_changed(new)
+        handler.rules = rules  # one assignment: a request sees the old rules or the new, never a mix
+
+    reloader = Reloader(config_path, config, apply) if config_path is not None else None
+    loop.add_signal_handler(signal.SIGHUP, on_signal_reload(reloader))
+    if reloader is not None and config.reload == "watch":
+        watching = asyncio.create_task(reloader.watch())
     # Draining is ours (see _drain); aiohttp's own wait then only closes what is left.
     runner = web.ServerRunner(web.Server(handler, **server_options(config)), shutdown_timeout=_FINAL_CLOSE)
     admin_runner: web.AppRunner | None = None
@@ -125,6 +158,8 @@ async def serve(
             loading.cancel()
         if reporting is not None:
             reporting.cancel()
+        if watching is not None:
+            watching.cancel()
         await runner.cleanup()
         await forwarder.close()
         if idp_http is not None:

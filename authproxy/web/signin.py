@@ -7,7 +7,6 @@ Pure decisions live in oidc/ and session/; this module is the HTTP edge.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import html
 import json
@@ -15,15 +14,14 @@ import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
 from authproxy import metrics
 from authproxy.config.schema import Config
 from authproxy.logs import log
-from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected, discover
-from authproxy.oidc.endpoints import DiscoveryInvalid, Endpoints, for_cognito, from_discovery, logout_url
+from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
+from authproxy.oidc.endpoints import logout_url
 from authproxy.oidc.flow import TRANSACTION_LIFETIME, Transaction, authorization_url
 from authproxy.oidc.redirects import RedirectPolicy
 from authproxy.oidc.verify import TokenInvalid, TokenRules
@@ -35,9 +33,8 @@ from authproxy.errors import SessionEnded
 from authproxy.session.refresh import Refresher
 from authproxy.session.store import Session, Sessions
 from authproxy.store.base import SessionStore, StoreError
-from authproxy.web.admin import Readiness
+from authproxy.web.provider import ProviderLink
 
-_RETRY_START, _RETRY_MAX = 0.5, 30.0
 _USED_STATES_MAX = 100_000
 _MAX_PENDING_SIGN_INS = 4  # transaction cookies one browser may hold at once
 
@@ -45,7 +42,7 @@ _MAX_PENDING_SIGN_INS = 4  # transaction cookies one browser may hold at once
 class SignIn:
     """Everything sign-in needs, built once at start-up from the configuration."""
 
-    def __init__(self, config: Config, http: aiohttp.ClientSession, readiness: Readiness, store: SessionStore):
+    def __init__(self, config: Config, provider: ProviderLink, store: SessionStore):
         assert config.oidc is not None and config.session is not None and config.public_url is not None
         self.oidc = config.oidc
         self.settings = config.session
@@ -65,54 +62,18 @@ class SignIn:
             self.sessions, lambda: self.client, self.settings.refresh_before_expiry, verify_id_token=self._verify_refreshed
         )
         self.transactions = SecretBox(secrets, b"authproxy sign-in transaction")
+        self.routes_changed(config)
+        self.provider = provider
+        self._used_states: dict[str, int] = {}
+
+    def routes_changed(self, config: Config) -> None:
+        """Where a sign-in may return to: our host and the routes' hosts (after a reload too)."""
         route_hosts = {route.match.host for route in config.routes if route.match.host}
         self.redirects = RedirectPolicy([self.public_url.host or "", *route_hosts], self.oidc.allowed_redirect_hosts)
-        self._http = http
-        self._readiness = readiness
-        self._used_states: dict[str, int] = {}
-        self.client: IdentityProviderClient | None = None
-        readiness.pending("identity_provider", "loading provider discovery and keys")
 
-    # --- start-up -----------------------------------------------------------------
-
-    async def load(self) -> None:
-        """Discovery and JWKS with retry and backoff; ready once both are loaded."""
-        delay = _RETRY_START
-        while True:
-            try:
-                endpoints = await self._endpoints()
-                client = IdentityProviderClient(
-                    self._http,
-                    endpoints,
-                    client_id=self.oidc.client_id,
-                    client_secret=self.oidc.client_secret.get_secret_value() if self.oidc.client_secret else None,
-                    client_auth=self.oidc.client_auth,
-                )
-                await client.jwks.load()
-            except (IdpError, DiscoveryInvalid) as exc:
-                log().warning("identity_provider_unavailable", extra={"fields": {"error": str(exc), "retry_in_s": delay}})
-                self._readiness.pending("identity_provider", f"provider not loaded yet: {exc}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
-                continue
-            self.client = client
-            self._readiness.done("identity_provider")
-            log().info("identity_provider_loaded", extra={"fields": {"issuer": self.oidc.issuer}})
-            return
-
-    async def _endpoints(self) -> Endpoints:
-        oidc = self.oidc
-        overrides = {
-            "jwks_uri": oidc.jwks_uri,
-            "authorization": oidc.authorization_endpoint,
-            "token": oidc.token_endpoint,
-            "revocation": oidc.revocation_endpoint,
-            "end_session": oidc.end_session_endpoint,
-            "userinfo": oidc.userinfo_endpoint,
-        }
-        if oidc.provider == "cognito":
-            return for_cognito(oidc.issuer, str(oidc.cognito_domain), overrides)
-        return from_discovery(await discover(self._http, oidc.issuer), oidc.issuer, overrides)
+    @property
+    def client(self) -> IdentityProviderClient | None:
+        return self.provider.client
 
     # --- the session on protected routes --------------------------------------------
 

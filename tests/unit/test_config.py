@@ -51,7 +51,7 @@ def test_sign_in_example_is_valid():
 @pytest.mark.parametrize(
     ("snippet", "words"),
     [
-        ("public_url: https://a.example\nroutes: [{name: a, upstream: 'http://u', auth: login}]", "need oidc, session"),
+        ("public_url: https://a.example\nroutes: [{name: a, upstream: 'http://u', auth: login}]", "needs oidc, session"),
         ("oidc: {issuer: 'https://i', client_id: c, provider: cognito, client_secret: s}\n" + MINIMAL, "cognito_domain"),
         ("oidc: {issuer: 'https://i', client_id: c}\n" + MINIMAL, "needs client_secret"),
         ("oidc: {issuer: 'https://i', client_id: c, client_auth: none, scopes: [email]}\n" + MINIMAL, "openid"),
@@ -84,7 +84,7 @@ def test_store_section():
     [
         ("{name: a, upstream: 'http://u', auth: login, inject: {X-A: '{token}'}}", "routes[0].inject", "unknown placeholder"),
         ("{name: a, upstream: 'http://u', auth: login, inject: {'Bad Name': '{sub}'}}", "routes[0].inject", "header name"),
-        ("{name: a, upstream: 'http://u', auth: public, inject: {X-A: '{sub}'}}", "routes[0]", "auth: login"),
+        ("{name: a, upstream: 'http://u', auth: public, inject: {X-A: '{sub}'}}", "routes[0]", "needs an identity"),
     ],
 )
 def test_inject_errors(route, path, words):

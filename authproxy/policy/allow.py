@@ -1,0 +1,82 @@
+"""Allow rules: who may pass a route, once the auth mode has established who it is (pure).
+
+Kinds are ANDed and values within a kind ORed, as in oauth2-proxy's allowed_groups /
+email_domains and Pomerium's policy; ``scopes`` are all required (RFC 6750 3.1
+``insufficient_scope``). A denial names what was missing, never a token or a claim
+value the user did not choose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from authproxy.config.schema import Allow
+from authproxy.policy.inject import groups_of
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    reason: str  # shown on the 403 page / JSON, e.g. "requires membership in one of: admins"
+    missing_scopes: tuple[str, ...] = ()  # for WWW-Authenticate: Bearer error="insufficient_scope"
+
+
+@dataclass(frozen=True, slots=True)
+class AllowRule:
+    groups: frozenset[str] | None
+    emails: frozenset[str] | None
+    email_domains: frozenset[str] | None
+    claims: tuple[tuple[str, frozenset[str]], ...]
+    scopes: tuple[str, ...]
+    groups_claim: str
+
+    @classmethod
+    def compile(cls, allow: Allow, groups_claim: str) -> AllowRule:
+        return cls(
+            groups=frozenset(allow.groups) if allow.groups else None,
+            emails=frozenset(email.lower() for email in allow.emails) if allow.emails else None,
+            email_domains=frozenset(domain.lower().lstrip("@") for domain in allow.email_domains)
+            if allow.email_domains
+            else None,
+            claims=tuple((name, frozenset(_text(value) for value in values)) for name, values in (allow.claims or {}).items()),
+            scopes=tuple(allow.scopes or ()),
+            groups_claim=groups_claim,
+        )
+
+    def check(self, claims: Mapping[str, Any]) -> Denial | None:
+        """None when ``claims`` satisfy every kind, else what was missing."""
+        if self.groups is not None and not self.groups.intersection(groups_of(claims, self.groups_claim)):
+            return Denial("requires membership in one of: " + ", ".join(sorted(self.groups)))
+        email = claims.get("email")
+        email = email.lower() if isinstance(email, str) else ""
+        if self.emails is not None and email not in self.emails:
+            return Denial("requires one of the allowed email addresses")
+        if self.email_domains is not None and email.rpartition("@")[2] not in self.email_domains:
+            return Denial("requires an email address in: " + ", ".join(sorted(self.email_domains)))
+        if self.email_domains is not None and claims.get("email_verified") is False:
+            return Denial("requires a verified email address")  # anyone can claim a domain they do not own
+        for name, accepted in self.claims:
+            if not accepted.intersection(_values(claims.get(name))):
+                return Denial(f"requires claim {name} to be one of: " + ", ".join(sorted(accepted)))
+        if self.scopes:
+            granted = claims.get("scope")
+            granted_set = set(granted.split()) if isinstance(granted, str) else set()
+            missing = tuple(scope for scope in self.scopes if scope not in granted_set)
+            if missing:
+                return Denial("requires scope: " + " ".join(missing), missing)
+        return None
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _values(value: object) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [_text(item) for item in value]
+    return [_text(value)]
