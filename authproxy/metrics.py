@@ -68,6 +68,8 @@ STORE_ERRORS = Counter("authproxy_store_errors", "Session store operations that 
 CACHE_HITS = Counter("authproxy_session_cache_hits", "Session lookups answered by the local cache.")
 CACHE_MISSES = Counter("authproxy_session_cache_misses", "Session lookups that went to the store.")
 CONFIG_RELOADS = Counter("authproxy_config_reloads", "Configuration reloads, by result (success, failure).", ("result",))
+for _result in ("success", "failure"):  # present from the start, so alerts and rate() see a zero
+    CONFIG_RELOADS.labels(_result)
 CACHE_ENTRIES = Gauge("authproxy_session_cache_entries", "Sessions in the local cache.")
 
 # authproxy_auth_total outcomes

@@ -6,6 +6,7 @@ token, a cookie value or a secret."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import aiohttp
@@ -40,12 +41,16 @@ async def test_metrics_and_logs_after_real_traffic(upstream, tmp_path):
             "workers": 2,
             "public_url": public,
             "oidc": {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": "${OBS_CLIENT_SECRET}",
-                     "scopes": ["openid", "email", "offline_access"], "authorize_params": {"prompt": "consent"}},
+                     "scopes": ["openid", "email", "groups", "offline_access"], "authorize_params": {"prompt": "consent"},
+                     "audiences": ["https://obs.example.test"]},
             "session": {"secrets": ["${OBS_SESSION_SECRET}"], "refresh_before_expiry": "1s"},
             "store": {"backend": "dynamodb", "dynamodb": {"table": "obs", "region": "eu-west-1",
                                                           "endpoint_url": moto.url, "create_table": True}},
             "routes": [
                 {"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login"},
+                {"name": "billing", "match": {"path_prefix": "/billing"}, "upstream": upstream.url, "auth": "login",
+                 "allow": {"groups": ["billing"]}},
+                {"name": "api", "match": {"path_prefix": "/api"}, "upstream": upstream.url, "auth": "bearer"},
                 {"name": "broken", "match": {"path_prefix": "/broken"}, "upstream": f"http://127.0.0.1:{free_port()}",
                  "auth": "public"},
             ],
@@ -67,6 +72,11 @@ async def test_metrics_and_logs_after_real_traffic(upstream, tmp_path):
                 assert response.status == 200  # refreshed on the way
             async with browser.get(proxy.url + "/broken/x", headers={"Accept": "application/json"}) as response:
                 assert response.status == 502
+            async with browser.get(proxy.url + "/billing/x") as response:
+                assert response.status == 403  # alice is not in billing
+            async with browser.get(proxy.url + "/api/x", headers={"Authorization": "Bearer not-a-jwt"}) as response:
+                assert response.status == 401
+            proxy.signal(signal.SIGHUP)  # a reload of the same file: each worker counts one
             async with browser.get(proxy.url + "/oauth2/sign_out", headers={"Sec-Fetch-Site": "same-origin"},
                                    allow_redirects=False) as response:
                 assert response.status == 302
@@ -79,6 +89,10 @@ async def test_metrics_and_logs_after_real_traffic(upstream, tmp_path):
         assert metric("authproxy_auth_total", route="app", outcome="redirected") == 1
         assert metric("authproxy_auth_total", route="app", outcome="session") == 5
         assert metric("authproxy_auth_total", route="broken", outcome="public") == 1
+        assert metric("authproxy_auth_total", route="billing", outcome="forbidden") == 1
+        assert metric("authproxy_auth_total", route="api", outcome="unauthorized") == 1
+        assert metric("authproxy_requests_total", route="billing", code="403") == 1
+        await eventually(lambda: metric("authproxy_config_reloads_total", result="success") == 2)
         assert metric("authproxy_upstream_errors_total", route="broken", kind="refused") == 1
         assert metric("authproxy_requests_total", route="broken", code="502") == 1
         assert metric("authproxy_requests_total", route="app", code="200") == 5
@@ -96,6 +110,6 @@ async def test_metrics_and_logs_after_real_traffic(upstream, tmp_path):
     assert [secret for secret in secrets if secret in written] == []
     assert "eyJ" not in written  # no ID token either
     events = {record.get("event") for record in proxy.log_records()}
-    assert {"login_success", "refresh_success", "logout", "upstream_error"} <= events
+    assert {"login_success", "refresh_success", "logout", "upstream_error", "config_reloaded"} <= events
     assert all(r.get("request_id") for r in proxy.log_records()
                if r.get("event") in ("login_success", "logout", "refresh_success", "upstream_error"))
