@@ -41,8 +41,14 @@ SIGN_IN = (
 
 
 def test_sign_in_example_is_valid():
-    env = {"OIDC_CLIENT_SECRET": "client-secret", "SESSION_SECRET": "s" * 44}
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256").as_pem(private=True).decode()
+    env = {"OIDC_CLIENT_SECRET": "client-secret", "SESSION_SECRET": "s" * 44, "ASSERTION_KEY": key,
+           "MACHINE_CLIENT_SECRET": "machine-secret"}
     config = load_config(ROOT / "config.signin.example.yaml", env)
+    assert {route.auth for route in config.routes} == {"login", "bearer", "optional"}
+    assert key not in repr(config)
     assert config.oidc.provider == "cognito" and config.oidc.effective_groups_claim == "cognito:groups"
     assert config.routes[0].auth == "login"
     assert "s" * 44 not in repr(config)  # secrets are masked
