@@ -4,6 +4,7 @@
     authproxy check-config FILE        validate; exit 0 with a summary, or 2 listing every error
     authproxy store init --config FILE create the DynamoDB session table; idempotent
     authproxy demo                     the demo (not ready yet)
+    authproxy dev-idp [--port 9400]    a development OpenID provider that behaves like Cognito
     authproxy --version
 """
 
@@ -54,6 +55,27 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run a self-contained demo")
     demo.set_defaults(func=_demo)
 
+    dev_idp = commands.add_parser(
+        "dev-idp",
+        help="a development OpenID provider that behaves like AWS Cognito (not for production)",
+        description="Serve a development OpenID provider that behaves like AWS Cognito's hosted UI, with demo users "
+        "alice (group admins) and bob (password = username). Not for production. Configure the proxy with "
+        "provider: cognito and issuer = cognito_domain = the printed issuer.",
+    )
+    dev_idp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dev_idp.add_argument("--port", type=int, default=9400, help="port (default 9400; 0 picks a free one)")
+    dev_idp.add_argument("--issuer", default=None, help="issuer URL (default http://HOST:PORT)")
+    dev_idp.add_argument("--client-id", help="the web client's id (default authproxy-demo)")
+    dev_idp.add_argument("--client-secret", help="the web client's secret (default: a well-known demo value)")
+    dev_idp.add_argument("--redirect-uri", action="append", help="allowed redirect URI (repeatable)")
+    dev_idp.add_argument("--logout-uri", action="append", help="allowed sign-out URL (repeatable)")
+    dev_idp.add_argument("--machine-client-id", help="the client_credentials client's id (default authproxy-demo-machine)")
+    dev_idp.add_argument("--machine-client-secret", help="its secret (default: a well-known demo value)")
+    dev_idp.add_argument("--machine-scope", action="append", help="a scope the machine client may get (repeatable)")
+    dev_idp.add_argument("--access-token-lifetime", type=int, default=120, help="seconds (default 120)")
+    dev_idp.add_argument("--id-token-lifetime", type=int, default=3600, help="seconds (default 3600)")
+    dev_idp.set_defaults(func=_dev_idp)
+
     worker = commands.add_parser("worker")  # internal: started by the supervisor
     worker.add_argument("--config", required=True)
     worker.add_argument("--status-fd", type=int, required=True)
@@ -103,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_loop(Supervisor(config, args.config, config.worker_count).run())
     from authproxy.web.server import serve
 
-    return _run_loop(serve(config))
+    return _run_loop(serve(config, config_path=args.config))
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -116,7 +138,8 @@ def _worker(args: argparse.Namespace) -> int:
     _die_with_parent(args.supervisor_pid)
     configure_logging(config.log)
     return _run_loop(
-        serve(config, reuse_port=True, status_fd=args.status_fd, serve_admin=False, metrics_dir=args.metrics_dir)
+        serve(config, config_path=args.config, reuse_port=True, status_fd=args.status_fd, serve_admin=False,
+              metrics_dir=args.metrics_dir)
     )
 
 
@@ -169,6 +192,50 @@ def _die_with_parent(supervisor_pid: int) -> None:
 def _demo(args: argparse.Namespace) -> int:
     print("authproxy demo is not ready yet: it arrives with the development identity provider.", file=sys.stderr)
     return 1
+
+
+def _dev_idp(args: argparse.Namespace) -> int:
+    """Serve the development provider until SIGTERM/SIGINT; exit 0."""
+    import signal
+
+    from authproxy.demo import idp
+
+    clients = idp.demo_clients(
+        client_id=args.client_id or idp.DEFAULT_CLIENT_ID,
+        client_secret=args.client_secret or idp.DEFAULT_CLIENT_SECRET,
+        redirect_uris=args.redirect_uri or [idp.DEFAULT_REDIRECT_URI],
+        logout_uris=args.logout_uri or [idp.DEFAULT_LOGOUT_URI],
+        machine_client_id=args.machine_client_id or idp.DEFAULT_MACHINE_CLIENT_ID,
+        machine_client_secret=args.machine_client_secret or idp.DEFAULT_MACHINE_CLIENT_SECRET,
+        machine_scopes=args.machine_scope or list(idp.DEFAULT_MACHINE_SCOPES),
+    )
+
+    async def serve() -> int:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            server = await idp.start(
+                clients,
+                host=args.host,
+                port=args.port,
+                issuer=args.issuer,
+                access_token_lifetime=args.access_token_lifetime,
+                id_token_lifetime=args.id_token_lifetime,
+                announce=lambda text: print(text, flush=True),
+            )
+        except OSError as exc:
+            print(f"authproxy dev-idp: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"issuer: {server.issuer}", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+        return 0
+
+    return _run_loop(serve())
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:

@@ -1,10 +1,32 @@
 // A real OpenID provider for tests: panva's oidc-provider (OpenID-certified), on 127.0.0.1.
 //   node tests/peers/oidc_provider.mjs PORT CONFIG_JSON
-// CONFIG_JSON: {"clients": [...], "accessTokenTtl": 3600, "rotateRefreshToken": false}
+// CONFIG_JSON: {
+//   "clients": [...],            oidc-provider client metadata; a client may also carry
+//                                "resource_scopes": {"<resource>": "<scopes>"}: the only resources
+//                                (and, per resource, the only scopes) it may get tokens for
+//                                (stripped before oidc-provider sees it; absent = any resource)
+//   "accessTokenTtl": 3600,      opaque access tokens (and JWT ones whose resource sets no TTL)
+//   "idTokenTtl": 3600,
+//   "rotateRefreshToken": false,
+//   "resources": {               resource servers (RFC 8707 resource indicators): asking for one
+//     "https://api.example.test": {           (`resource` at /auth and /token, or with
+//       "scope": "orders/read orders/write",   client_credentials) gets an RFC 9068 JWT access
+//       "accessTokenTTL": 600,                 token (typ at+jwt, aud = the resource, `scope`,
+//       "alg": "RS256" | "ES256",              plus the user's email and groups), signed with a
+//       "accessTokenFormat": "jwt"             key published at /jwks. Default alg RS256,
+//     }},                                      default format jwt.
+//   "useGrantedResource": false  true: a code exchanged without `resource` still gets a JWT for the
+//                                resource asked for at /auth (oidc-provider's default is an opaque
+//                                token for /me when the scope has openid)
+// }
+// Without a `resource` parameter nothing changes: access tokens are opaque, as before.
+// The client_credentials grant is enabled when a client has that grant type.
 // Prints "ready <issuer>" once listening, and one "event <name> <detail>" line per
-// token-endpoint grant, so tests can count what reached the provider.
+// token-endpoint grant, so tests can count what reached the provider; "token access|refresh <value>"
+// for every opaque access and refresh token issued (JWT access tokens print nothing: not stored).
+import * as crypto from 'node:crypto';
 import http from 'node:http';
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.argv[2]);
 const options = JSON.parse(process.argv[3] || '{}');
@@ -14,13 +36,58 @@ const accounts = {
   alice: { email: 'alice@example.com', name: 'Alice', groups: ['admins'] },
   bob: { email: 'bob@example.com', name: 'Bob', groups: [] },
 };
+const accountClaims = (id) => ({ sub: id, ...(accounts[id] || { email: `${id}@example.com`, name: id, groups: [] }) });
+
+// Per-client resource allow-lists, kept out of the metadata oidc-provider validates.
+const clientResourceScopes = new Map();
+const clients = (options.clients || []).map(({ resource_scopes: allowed, ...client }) => {
+  if (allowed) clientResourceScopes.set(client.client_id, allowed);
+  return client;
+});
+const resources = options.resources || {};
+const machineClients = clients.some((client) => (client.grant_types || []).includes('client_credentials'));
+
+// The development keystore has one RSA key; a resource that signs with ES256 needs an EC key, so
+// then the provider gets its own keys (RSA for ID tokens, EC P-256), all published at /jwks.
+const algs = new Set(Object.values(resources).map((resource) => resource.alg || 'RS256'));
+let jwks;
+if ([...algs].some((alg) => alg !== 'RS256')) {
+  const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+  const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  jwks = { keys: [{ ...rsa, use: 'sig', alg: 'RS256', kid: 'rsa-1' }, { ...ec, use: 'sig', alg: 'ES256', kid: 'ec-1' }] };
+}
+
+async function getResourceServerInfo(ctx, indicator, client) {
+  const resource = resources[indicator];
+  if (!resource) throw new errors.InvalidTarget(`unknown resource ${indicator}`);
+  let scope = resource.scope || '';
+  const allowed = clientResourceScopes.get(client.clientId);
+  if (allowed) {
+    if (!(indicator in allowed)) throw new errors.InvalidTarget(`client may not ask for ${indicator}`);
+    const allowedScopes = new Set(allowed[indicator].split(' '));
+    scope = scope.split(' ').filter((value) => allowedScopes.has(value)).join(' ');
+  }
+  return {
+    scope,
+    accessTokenFormat: resource.accessTokenFormat || 'jwt',
+    ...(resource.accessTokenTTL ? { accessTokenTTL: resource.accessTokenTTL } : {}),
+    ...(resource.alg ? { jwt: { sign: { alg: resource.alg } } } : {}),
+  };
+}
 
 const provider = new Provider(issuer, {
-  clients: options.clients || [],
+  clients,
+  ...(jwks ? { jwks } : {}),
   features: {
     devInteractions: { enabled: true },
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    clientCredentials: { enabled: machineClients },
+    resourceIndicators: {
+      enabled: true,
+      getResourceServerInfo,
+      useGrantedResource: async () => Boolean(options.useGrantedResource),
+    },
   },
   pkce: { required: () => true },
   conformIdTokenClaims: false, // scope claims in the ID token, as Cognito does
@@ -28,11 +95,22 @@ const provider = new Provider(issuer, {
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   issueRefreshToken: async () => true,
   rotateRefreshToken: Boolean(options.rotateRefreshToken),
-  ttl: { AccessToken: options.accessTokenTtl || 3600, IdToken: options.idTokenTtl || 3600 },
+  ttl: {
+    AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || options.accessTokenTtl || 3600,
+    ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL || 600,
+    IdToken: options.idTokenTtl || 3600,
+  },
+  // The user's email and groups in JWT access tokens, so a bearer route can read them from the
+  // token itself. Opaque tokens stay as they were (nothing extra).
+  extraTokenClaims: async (ctx, token) => {
+    if (token.format !== 'jwt' || !token.accountId) return undefined;
+    const { email, groups } = accountClaims(token.accountId);
+    return { email, groups };
+  },
   cookies: { keys: ['authproxy-test-cookie-key'] },
   findAccount: async (ctx, id) => ({
     accountId: id,
-    claims: async () => ({ sub: id, ...(accounts[id] || { email: `${id}@example.com`, name: id, groups: [] }) }),
+    claims: async () => accountClaims(id),
   }),
 });
 provider.proxy = false;
@@ -41,6 +119,7 @@ provider.on('grant.success', (ctx) => {
   process.stdout.write(`event grant.success ${ctx.oidc.params.grant_type}\n`);
 });
 // Opaque tokens' values are their jti: printed so tests can look for them where they must not be.
+// (JWT access tokens are not stored: oidc-provider emits access_token.issued for them, not .saved.)
 provider.on('access_token.saved', (token) => process.stdout.write(`token access ${token.jti}\n`));
 provider.on('refresh_token.saved', (token) => process.stdout.write(`token refresh ${token.jti}\n`));
 provider.on('refresh_token.destroyed', () => {

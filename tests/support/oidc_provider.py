@@ -1,13 +1,21 @@
-"""The real OpenID provider (npm oidc-provider) for tests, and a user signing in at it."""
+"""The real OpenID provider (npm oidc-provider) for tests, and a user signing in at it.
+
+Resource servers (RFC 8707 resource indicators) get RFC 9068 JWT access tokens (typ at+jwt,
+aud = the resource, ``scope``, and for users ``email`` and ``groups``); everything asked for
+without a ``resource`` keeps getting opaque access tokens.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import re
+import secrets
 import subprocess
 import threading
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urljoin, urlsplit
 
 import aiohttp
 
@@ -15,23 +23,70 @@ from tests.support.processes import ROOT, child_env, free_port, stop_process
 
 CLIENT_ID = "authproxy"
 CLIENT_SECRET = "authproxy-test-client-secret-0123456789"
+MACHINE_CLIENT_ID = "machine"
+MACHINE_CLIENT_SECRET = "machine-test-client-secret-0123456789"
+# Registered for the ``authproxy`` client too, for user_tokens(): the helper stops at this URL
+# and never connects to it (port 9 is discard).
+HELPER_REDIRECT_URI = "http://127.0.0.1:9/token-helper/callback"
+USER_SCOPES = "openid email profile groups"
 
 
 class OidcProvider:
+    """oidc-provider on a free 127.0.0.1 port with the ``authproxy`` client (CLIENT_ID/CLIENT_SECRET).
+
+    ``resources``: resource indicator -> ``{"scope": "orders/read orders/write", "accessTokenTTL": 600,
+    "alg": "RS256"|"ES256"}`` (a bare string is the scope). Asking for one of them gets a JWT
+    access token for it.
+    ``machine_clients``: client_credentials clients; each dict is merged over
+    ``{"client_id": MACHINE_CLIENT_ID, "client_secret": MACHINE_CLIENT_SECRET,
+    "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_basic"}``
+    and may carry ``"resource_scopes": {resource: "scopes it may get"}`` (absent: everything).
+    ``None`` (the default) means one such client with the defaults when ``resources`` is given,
+    none otherwise; ``[]`` means none.
+    Other keyword options go to the peer as they are (accessTokenTtl, idTokenTtl,
+    rotateRefreshToken, useGrantedResource).
+    """
+
     def __init__(
-        self, redirect_uris: list[str], post_logout_redirect_uris: list[str] | None = None, port: int | None = None, **options
+        self,
+        redirect_uris: list[str],
+        post_logout_redirect_uris: list[str] | None = None,
+        port: int | None = None,
+        *,
+        resources: dict[str, dict | str] | None = None,
+        machine_clients: list[dict] | None = None,
+        **options,
     ):
         self.port = port or free_port()
         client = {
             "client_id": CLIENT_ID,
             "client_secret": CLIENT_SECRET,
-            "redirect_uris": redirect_uris,
+            "redirect_uris": [*redirect_uris, HELPER_REDIRECT_URI],
             "post_logout_redirect_uris": post_logout_redirect_uris or [],
             "grant_types": ["authorization_code", "refresh_token"],
             "response_types": ["code"],
             "token_endpoint_auth_method": "client_secret_basic",
         }
-        config = {"clients": [client], **options}
+        clients = [client]
+        if machine_clients is None:
+            machine_clients = [{}] if resources else []
+        for machine in machine_clients:
+            clients.append(
+                {
+                    "client_id": MACHINE_CLIENT_ID,
+                    "client_secret": MACHINE_CLIENT_SECRET,
+                    "redirect_uris": [],
+                    "response_types": [],
+                    "grant_types": ["client_credentials"],
+                    "token_endpoint_auth_method": "client_secret_basic",
+                    **machine,
+                }
+            )
+        config = {"clients": clients, **options}
+        if resources:
+            config["resources"] = {
+                resource: {"scope": server} if isinstance(server, str) else server for resource, server in resources.items()
+            }
         self.events: list[str] = []
         self.tokens: list[str] = []  # every opaque access and refresh token issued
         self.process = subprocess.Popen(
@@ -75,11 +130,96 @@ class OidcProvider:
         await asyncio.sleep(0.1)  # let any extra grant show up too
         return self.grants(grant_type)
 
+    @property
+    def token_endpoint(self) -> str:
+        return self.issuer + "/token"
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.issuer + "/jwks"
+
+    async def client_credentials_token(
+        self,
+        http: aiohttp.ClientSession,
+        resource: str | None,
+        scope: str,
+        client_id: str = MACHINE_CLIENT_ID,
+        client_secret: str = MACHINE_CLIENT_SECRET,
+    ) -> dict:
+        """The token endpoint's JSON answer to a client_credentials grant (an error answer too:
+        ``{"error": ...}``); with ``resource`` its access_token is a JWT for that resource."""
+        form = {"grant_type": "client_credentials", "scope": scope}
+        if resource is not None:
+            form["resource"] = resource
+        async with http.post(self.token_endpoint, data=form, headers=basic_auth(client_id, client_secret)) as response:
+            return await response.json(content_type=None)
+
+    async def user_tokens(
+        self,
+        http: aiohttp.ClientSession,
+        user: str,
+        resource: str | None = None,
+        scope: str = "",
+        client_id: str = CLIENT_ID,
+        client_secret: str = CLIENT_SECRET,
+    ) -> dict:
+        """The whole token response (access_token, id_token, refresh_token, scope, ...) of a real
+        code flow (PKCE S256) for ``user`` through the provider's development login and consent,
+        in a fresh cookie jar; ``resource`` is sent to /auth and /token, ``scope`` is added to
+        ``USER_SCOPES``. Raises AssertionError if the token endpoint refuses."""
+        verifier = secrets.token_urlsafe(48)
+        challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+        state = secrets.token_urlsafe(16)
+        scopes = list(dict.fromkeys(f"{USER_SCOPES} {scope}".split()))
+        params = {
+            "response_type": "code",
+            "client_id": client_id,
+            "redirect_uri": HELPER_REDIRECT_URI,
+            "scope": " ".join(scopes),
+            "state": state,
+            "nonce": secrets.token_urlsafe(16),
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "prompt": "consent",
+        }
+        if resource is not None:
+            params["resource"] = resource
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"}) as browser:
+            back = await sign_in_at_provider(browser, f"{self.issuer}/auth?{urlencode(params)}", user, HELPER_REDIRECT_URI)
+        query = query_of(back)
+        assert query.get("state") == state and "code" in query, back
+        form = {
+            "grant_type": "authorization_code",
+            "code": query["code"],
+            "redirect_uri": HELPER_REDIRECT_URI,
+            "code_verifier": verifier,
+        }
+        if resource is not None:
+            form["resource"] = resource
+        async with http.post(self.token_endpoint, data=form, headers=basic_auth(client_id, client_secret)) as response:
+            body = await response.json(content_type=None)
+            assert response.status == 200, body
+        return body
+
+    async def user_access_token(self, http: aiohttp.ClientSession, user: str, resource: str, scope: str) -> str:
+        """A JWT access token for ``user`` (alice, bob, ...) for ``resource`` with ``scope``."""
+        return (await self.user_tokens(http, user, resource, scope))["access_token"]
+
+    async def user_id_token(self, http: aiohttp.ClientSession, user: str) -> str:
+        """An ID token for ``user`` (aud = CLIENT_ID), e.g. to show it is refused as an access token."""
+        return (await self.user_tokens(http, user))["id_token"]
+
     def stop(self) -> None:
         stop_process(self.process)
         self._reader.join(5)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+def basic_auth(client_id: str, client_secret: str) -> dict[str, str]:
+    """client_secret_basic (RFC 6749 2.3.1: both parts form-urlencoded first)."""
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
+    return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
 
 _FORM_ACTION = re.compile(r'<form[^>]*action="([^"]+)"', re.IGNORECASE)
