@@ -17,7 +17,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: setup
-	$(VENV)/bin/authproxy demo
+	$(VENV)/bin/authproxy demo $(DEMO_ARGS)
 
 bench: setup
 	./scripts/ensure-debs.sh $(DEBS_BENCH)

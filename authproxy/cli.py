@@ -3,7 +3,7 @@
     authproxy run --config FILE        serve (workers: N starts a supervisor)
     authproxy check-config FILE        validate; exit 0 with a summary, or 2 listing every error
     authproxy store init --config FILE create the DynamoDB session table; idempotent
-    authproxy demo                     the demo (not ready yet)
+    authproxy demo [--port 8480]       the demo: development provider, echo upstream and the proxy
     authproxy dev-idp [--port 9400]    a development OpenID provider that behaves like Cognito
     authproxy --version
 """
@@ -52,7 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--config", "-c", default=os.environ.get("AUTHPROXY_CONFIG"), required=False)
     init.set_defaults(func=_store_init)
 
-    demo = commands.add_parser("demo", help="run a self-contained demo")
+    demo = commands.add_parser("demo", help="run the self-contained demo (development provider, echo upstream, proxy)")
+    # Defaults (8480-8483) are used when free; a busy default gives way to a free port.
+    demo.add_argument("--port", type=int, help="the proxy, the URL to open (default 8480)")
+    demo.add_argument("--idp-port", type=int, help="the development identity provider (default 8481)")
+    demo.add_argument("--upstream-port", type=int, help="the echo upstream (default 8482)")
+    demo.add_argument("--admin-port", type=int, help="/healthz /readyz /metrics (default 8483)")
     demo.set_defaults(func=_demo)
 
     dev_idp = commands.add_parser(
@@ -190,8 +195,11 @@ def _die_with_parent(supervisor_pid: int) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    print("authproxy demo is not ready yet: it arrives with the development identity provider.", file=sys.stderr)
-    return 1
+    from authproxy.demo.run import DemoPorts, run_demo
+
+    given = {"proxy": args.port, "idp": args.idp_port, "upstream": args.upstream_port, "admin": args.admin_port}
+    explicit = {name: port for name, port in given.items() if port is not None}
+    return _run_loop(run_demo(DemoPorts(**explicit), set(explicit)))
 
 
 def _dev_idp(args: argparse.Namespace) -> int:

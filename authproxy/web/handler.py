@@ -287,8 +287,11 @@ class ProxyHandler:
             route = found[0]
             scheme = effective_scheme(headers, True, request.scheme)
             path_qs = normalised.path + ("?" + query if query else "")
+            # nginx's auth_request only understands 2xx/401/403; Traefik passes any answer on,
+            # so with ?redirect=1 a browser navigation gets the sign-in redirect itself.
+            redirect = request.query.get("redirect") in ("1", "true")
             verdict = await gate.evaluate(request, route, host=host_header, scheme=scheme, path_qs=path_qs,
-                                          request_id=request_id, preflight=False, redirect=False)
+                                          request_id=request_id, preflight=False, redirect=redirect)
             if verdict.outcome is not None:
                 self.stats.authenticated(route.name, verdict.outcome)
         if verdict.response is not None:

@@ -349,6 +349,17 @@ async def test_forward_auth_for_trusted_and_untrusted_callers(setup):
         assert status == 401 and headers["Cache-Control"] == "no-store"  # nginx turns this into the sign-in redirect
         status, _ = await forward_auth(anonymous, proxy, "/public/x")
         assert status == 200
+        # Traefik's forwardAuth describes the request with X-Forwarded-*, and with ?redirect=1
+        # a browser navigation gets the sign-in redirect (Traefik passes any answer on)
+        traefik = {"X-Forwarded-Method": "GET", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "app.example.test",
+                   "X-Forwarded-Uri": "/admins/x?a=1"}
+        async with anonymous.get(proxy.url + "/oauth2/auth?redirect=1", headers=traefik, allow_redirects=False) as response:
+            assert response.status == 302 and response.headers["Cache-Control"] == "no-store"
+            location = response.headers["Location"]
+        assert location.startswith(proxy.url + "/oauth2/start?rd=")
+        assert "https%3A%2F%2Fapp.example.test%2Fadmins%2Fx%3Fa%3D1" in location
+        async with anonymous.get(proxy.url + "/oauth2/auth", headers=traefik, allow_redirects=False) as response:
+            assert response.status == 401
 
 
 # --- spoofing ----------------------------------------------------------------------------------------

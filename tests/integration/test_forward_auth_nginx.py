@@ -1,0 +1,102 @@
+"""Forward-auth through real nginx running the shipped deploy/nginx/authproxy.conf (only its
+addresses changed), with a real authproxy and the real oidc-provider: nginx asks
+/oauth2/auth about every request, sends browsers to sign in, and passes the identity and
+the access token authproxy returns to the app. Clients cannot forge any of it."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+
+from tests.integration.test_signin import SESSION_SECRET
+from tests.support.nginx import Nginx, deploy_example
+from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, sign_in_at_provider
+from tests.support.processes import ProxyProcess, free_port
+
+
+@pytest.fixture(scope="module")
+def stack(upstream, tmp_path_factory):
+    nginx_port = free_port()
+    public = f"http://127.0.0.1:{nginx_port}"  # users only ever see nginx
+    provider = OidcProvider([f"{public}/oauth2/callback"], [f"{public}/"])
+    proxy = ProxyProcess(
+        {
+            "public_url": public,
+            "trusted_proxies": ["127.0.0.1/32"],  # nginx
+            "oidc": {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": "${FA_CLIENT_SECRET}",
+                     "scopes": ["openid", "email", "profile", "groups", "offline_access"],
+                     "authorize_params": {"prompt": "consent"}},
+            "session": {"secrets": ["${FA_SESSION_SECRET}"]},
+            "routes": [  # upstreams are not contacted on this path: nginx proxies to the app
+                {"name": "public", "match": {"path_prefix": "/public"}, "upstream": upstream.url, "auth": "public"},
+                {"name": "admins", "match": {"path_prefix": "/admin"}, "upstream": upstream.url, "auth": "login",
+                 "allow": {"groups": ["admins"]}, "inject": {"Authorization": "Bearer {access_token}"}},
+                {"name": "app", "match": {"path_prefix": "/"}, "upstream": upstream.url, "auth": "login",
+                 "inject": {"Authorization": "Bearer {access_token}"}},
+            ],
+        },
+        tmp_path_factory.mktemp("forward-auth"),
+        env={"FA_CLIENT_SECRET": CLIENT_SECRET, "FA_SESSION_SECRET": SESSION_SECRET},
+    )
+    nginx = Nginx(deploy_example(authproxy=proxy.url, app=upstream.url), port=nginx_port)
+    yield nginx, proxy, provider
+    nginx.stop()
+    proxy.stop()
+    provider.stop()
+
+
+def browser():
+    return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"})
+
+
+async def sign_in_through_nginx(session, nginx, user, path="/app/x"):
+    async with session.get(nginx.url + path, allow_redirects=False) as response:
+        assert response.status == 302, await response.text()
+        start = response.headers["Location"]
+    assert start == f"{nginx.url}/oauth2/start?rd={nginx.url}{path}"  # nginx's @signin location
+    async with session.get(start, allow_redirects=False) as response:
+        assert response.status == 302
+        authorize = response.headers["Location"]
+    callback = await sign_in_at_provider(session, authorize, user, nginx.url + "/oauth2/callback")
+    async with session.get(callback, allow_redirects=False) as response:  # through nginx to authproxy
+        assert response.status == 302, await response.text()
+        assert response.headers["Location"] == nginx.url + path
+
+
+def received(echo):
+    return {name.lower(): value for name, value in echo["headers"]}
+
+
+async def test_browser_signs_in_through_nginx_and_the_app_gets_identity_and_token(stack):
+    nginx, proxy, provider = stack
+    async with browser() as alice:
+        await sign_in_through_nginx(alice, nginx, "alice")
+        forged = {"X-User": "ceo", "X-Email": "ceo@example.com", "X-Groups": "root", "Authorization": "Bearer forged"}
+        async with alice.get(nginx.url + "/app/x", headers=forged) as response:
+            assert response.status == 200
+            headers = received(await response.json())
+        assert headers["x-user"] == "alice" and headers["x-email"] == "alice@example.com"
+        assert headers["x-groups"] == "admins"
+        assert headers["authorization"].startswith("Bearer ") and headers["authorization"] != "Bearer forged"
+        assert headers["authorization"].removeprefix("Bearer ") in provider.tokens  # the session's real access token
+        async with alice.get(nginx.url + "/admin/x") as response:
+            assert response.status == 200
+    assert proxy.metric("authproxy_auth_total", route="app", outcome="session") >= 1
+
+
+async def test_denied_unauthenticated_and_public_through_nginx(stack):
+    nginx, proxy, _ = stack
+    async with browser() as bob:
+        await sign_in_through_nginx(bob, nginx, "bob")
+        async with bob.get(nginx.url + "/admin/x") as response:
+            assert response.status == 403  # nginx's own 403 page: authproxy said no
+    async with aiohttp.ClientSession() as api:
+        async with api.get(nginx.url + "/app/x", headers={"Accept": "application/json"}) as response:
+            assert response.status == 401 and response.headers["WWW-Authenticate"].startswith("Bearer")
+        async with api.get(nginx.url + "/public/x", headers={"X-User": "ceo", "Authorization": "Bearer forged"}) as response:
+            assert response.status == 200
+            headers = received(await response.json())
+        assert "x-user" not in headers and "authorization" not in headers
+        async with api.get(nginx.url + "/oauth2/auth") as response:
+            assert response.status == 404  # the subrequest location is internal to nginx
+    assert proxy.metric("authproxy_auth_total", route="admins", outcome="forbidden") >= 1
