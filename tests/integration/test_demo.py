@@ -38,7 +38,8 @@ def demo():
             output.append(line)
             lines.put(line)
 
-    threading.Thread(target=read, daemon=True).start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     url = None
     try:
         while url is None:
@@ -50,6 +51,8 @@ def demo():
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
             process.wait(30)
+        reader.join(10)
+        process.stdout.close()
     # Ctrl-C stops it cleanly: make reports the interrupt, the demo leaves no traceback and
     # no process behind, and every port it held is free again.
     printed = "".join(output)
