@@ -41,22 +41,35 @@ class HostPattern:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """Where upstream connections go; the connection pool's key."""
+
+    scheme: str
+    host: str  # as for connecting: an IPv6 literal without brackets
+    port: int
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     """Where a route forwards to: origin plus an optional base path."""
 
     url: URL
-    origin: str  # "http://127.0.0.1:8001", no trailing slash
+    origin: Origin
     base_path: str  # "" or "/base" (no trailing slash)
     host_header: str  # what the upstream expects in Host (port kept unless default)
 
     @classmethod
     def compile(cls, url: URL) -> Upstream:
         base_path = url.raw_path.rstrip("/")
-        host = url.raw_host or ""
-        if ":" in host:  # IPv6 literal
-            host = f"[{host}]"
+        raw_host = url.raw_host or ""
+        host = f"[{raw_host}]" if ":" in raw_host else raw_host  # IPv6 literal
         host_header = host if url.is_default_port() else f"{host}:{url.port}"
-        return cls(url, f"{url.scheme}://{host_header}", base_path, host_header)
+        return cls(url, Origin(url.scheme, raw_host, url.port or (443 if url.scheme == "https" else 80)), base_path,
+                   host_header)
 
 
 class Route:

@@ -6,12 +6,10 @@ the only dispatch, and everything it needs was built at start-up.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from typing import TYPE_CHECKING
 
-import aiohttp
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
@@ -33,6 +31,7 @@ from authproxy.policy.paths import normalise_path, split_target
 from authproxy.policy.inject import SpoofGuard, groups_of
 from authproxy.policy.routes import RouteTable, request_host, valid_host_header
 from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody
+from authproxy.proxy.http_client import ClientBodyFailed
 from authproxy.proxy.headers import (
     TrustedProxies,
     client_address,
@@ -160,7 +159,7 @@ class ProxyHandler:
                 if route.max_body is not None and length is not None and length > route.max_body:
                     raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
 
-                url = self.forwarder.upstream_url(route, route.upstream_path(path, matched), query)
+                upstream_path = route.upstream_path(path, matched)
                 upstream_headers = upstream_request_headers(
                     headers,
                     peer=peer,
@@ -183,6 +182,7 @@ class ProxyHandler:
                     relay = WebSocketRelay(
                         self.forwarder.session, route.max_body, route.connect_timeout + route.read_timeout
                     )
+                    url = self.forwarder.websocket_url(route, upstream_path, query)
                     response = await relay.run(request, url, upstream_headers, request_id)
                     upstream_status = relay.upstream_status
                     status = response.status
@@ -196,9 +196,11 @@ class ProxyHandler:
                     body = RequestBody(request.content, route.max_body, self.idle_timeout)
                 sent = time.perf_counter()
                 try:
-                    upstream = await self.forwarder.send(request, route, url, upstream_headers, body)
-                except (aiohttp.ClientError, asyncio.TimeoutError) as failure:
-                    upstream = await self.forwarder.recover(failure, request, route, url, upstream_headers, body)
+                    upstream = await self.forwarder.send(
+                        request, route, upstream_path + "?" + query if query else upstream_path, upstream_headers, body
+                    )
+                except ClientBodyFailed:
+                    raise ClientGone() from None
                 self.stats.upstream(route_name, time.perf_counter() - sent)
                 upstream_status = status = upstream.status
                 try:

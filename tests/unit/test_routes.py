@@ -4,7 +4,7 @@ import pytest
 
 from authproxy.config import parse_config
 from authproxy.policy.paths import normalise_path
-from authproxy.policy.routes import RouteTable, request_host, valid_host_header
+from authproxy.policy.routes import Origin, RouteTable, request_host, valid_host_header
 
 CONFIG = """
 routes:
@@ -116,5 +116,6 @@ def test_upstream_host_header_keeps_non_default_port():
         ).routes
     )
     assert table.routes[0].upstream.host_header == "svc.internal"
-    assert table.routes[0].upstream.origin == "https://svc.internal"
+    assert table.routes[0].upstream.origin == Origin("https", "svc.internal", 443)
+    assert table.routes[1].upstream.origin == Origin("http", "svc", 8080)
     assert table.routes[1].upstream.host_header == "svc:8080"
