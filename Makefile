@@ -16,7 +16,8 @@ DEBS_BENCH := nginx:nginx wrk:wrk
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-demo: setup
+# The demo needs only the Python package: no Debian or npm packages.
+demo: $(PIP_STAMP)
 	$(VENV)/bin/authproxy demo $(DEMO_ARGS)
 
 bench: setup

@@ -16,8 +16,8 @@
     │   └── UnknownSigningKey    signed with a kid our JWKS copy lacks (refetch once)
     ├── IdpError                 a call to the identity provider failed; ``endpoint`` names it
     │   ├── IdpRejected          the provider answered with an OAuth error (invalid_grant, ...)
-    │   └── IdpUnavailable       network, timeout, 5xx: transient
-    │       └── ServiceTokenUnavailable  no machine token for a service_token route (503)
+    │   ├── IdpUnavailable       network, timeout, 5xx: transient
+    │   └── ServiceTokenUnavailable  no machine token for a service_token route (503)
     └── UpstreamError            the upstream failed; ``kind`` is refused | timeout | reset
         ├── UpstreamUnavailable  502: refused or reset
         └── UpstreamTimeout      504: no answer in time
@@ -134,8 +134,13 @@ class IdpUnavailable(IdpError):
     """The provider could not be reached or failed on its side; worth retrying later."""
 
 
-class ServiceTokenUnavailable(IdpUnavailable):
-    """No machine token could be obtained for a service_token route: 503."""
+class ServiceTokenUnavailable(IdpError):
+    """No machine token could be obtained for a service_token route: 503. ``rejected``:
+    the provider refused the client (a configuration problem), not a passing outage."""
+
+    def __init__(self, endpoint: str, message: str, rejected: bool = False):
+        self.rejected = rejected
+        super().__init__(endpoint, message)
 
 
 class UpstreamError(AuthproxyError):

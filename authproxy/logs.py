@@ -118,7 +118,10 @@ class AccessLog:
         duration: float,
         client: str | None,
         user: str | None = None,
+        refusal: str | None = None,
     ) -> None:
+        """``refusal``: why the proxy itself refused the request (a short code such as
+        ``expired`` or ``allow_rules``), written only when it did."""
         stamp = self._time(time.time())
         if self._json:
             # Hand-assembled JSON: every string goes through the C string encoder, so the
@@ -127,13 +130,14 @@ class AccessLog:
                 f'{{"time": "{stamp}", "type": "access", "request_id": {_string(request_id)}, '
                 f'"method": {_string(method)}, "path": {_string(path)}, "route": {_optional(route)}, '
                 f'"status": {status}, "upstream_status": {"null" if upstream_status is None else upstream_status}, '
-                f'"duration_ms": {round(duration * 1000, 3)}, "client": {_optional(client)}, "user": {_optional(user)}}}'
+                f'"duration_ms": {round(duration * 1000, 3)}, "client": {_optional(client)}, "user": {_optional(user)}'
+                + (f', "refusal": {_string(refusal)}}}' if refusal is not None else "}")
             )
         else:
             line = (
                 f"{stamp} access {method} {path} {status} {round(duration * 1000, 3)}ms "
                 f"route={route or '-'} upstream_status={upstream_status or '-'} client={client or '-'} "
-                f"user={user or '-'} request_id={request_id}"
+                f"user={user or '-'} request_id={request_id}" + (f" refusal={refusal}" if refusal is not None else "")
             )
         self._stream.write(line + "\n")
         # Lines written in one event-loop pass leave in one flush, not one syscall each.

@@ -262,7 +262,8 @@ class Route(_Strict):
     timeouts: Timeouts = Timeouts()
     max_body: Size = 10 * 1024**2  # request body limit; 0 means no limit
     inject: dict[str, str] = {}  # header -> template, e.g. {Authorization: "Bearer {access_token}"}
-    pass_authorization: bool = False  # forward the client's own Authorization header (otherwise removed)
+    pass_authorization: bool = False  # bearer/public routes: forward the client's own Authorization header
+    skip_auth_preflight: bool = False  # let CORS preflights (OPTIONS) through unauthenticated, as oauth2-proxy's option
     allow: Allow | None = None  # who may pass; default: anyone the auth mode admits
     assertion: bool = False  # add X-Authproxy-Assertion, a short-lived ES256 JWT of the identity
     service_token: ServiceToken | None = None  # a client_credentials token for {service_token}
@@ -299,10 +300,15 @@ class Route(_Strict):
             for name, template in self.inject.items():
                 if parse_template(template).uses - {"service_token"}:
                     raise ValueError(f"inject.{name} needs an identity, which a public route has none of")
-            if self.allow is not None:
-                raise ValueError("allow needs an identity: a public route admits everyone")
             if self.assertion:
                 raise ValueError("assertion needs an identity: a public route has none")
+        if self.allow is not None and self.auth in ("public", "optional"):
+            raise ValueError(f"allow needs an identity, and an {self.auth} route admits anonymous callers: use auth: login")
+        if self.pass_authorization and self.auth not in ("bearer", "public"):
+            raise ValueError(
+                "pass_authorization is for bearer and public routes: on a route with sessions the client's own "
+                "Authorization would reach the upstream unverified, next to the identity the proxy injects"
+            )
         if self.allow is not None and self.allow.scopes is not None and self.auth != "bearer":
             raise ValueError("allow.scopes applies to bearer tokens: use it on auth: bearer routes")
         if self.service_token is None and any(
@@ -437,6 +443,16 @@ class AssertionConfig(_Strict):
         return value
 
 
+class ForwardAuthConfig(_Strict):
+    """Who may ask ``/oauth2/auth`` about another request (nginx auth_request, Traefik
+    forwardAuth) and receive the route's injected headers, tokens included. Narrower
+    than trusted_proxies on purpose: an ingress that forwards browsers' requests must not
+    let a page's own JavaScript ask for its tokens. Anyone else learns only whether
+    they are signed in."""
+
+    callers: list[Network] = []
+
+
 class Config(_Strict):
     listen: ListenAddr = ListenAddress("0.0.0.0", 8080)
     admin_listen: ListenAddr = ListenAddress("127.0.0.1", 9090)
@@ -451,6 +467,7 @@ class Config(_Strict):
     session: SessionConfig | None = None  # required when a route signs users in
     store: StoreConfig = StoreConfig()  # where sessions live
     assertion: AssertionConfig | None = None  # required when a route sets assertion: true
+    forward_auth: ForwardAuthConfig = ForwardAuthConfig()
     reload: Literal["signal", "watch"] = "signal"  # SIGHUP reloads; watch also reloads when the file changes
     routes: list[Route] = Field(min_length=1)
 
@@ -477,12 +494,17 @@ class Config(_Strict):
                         f"{where}: auth {route.auth} needs oidc.audiences (the API's audience; it never defaults "
                         "to client_id, so an ID token cannot pass as an access token)"
                     )
+                if self.oidc.provider == "generic" and not self.oidc.require_at_jwt and self.oidc.client_id in self.oidc.audiences:
+                    raise ValueError(
+                        f"{where}: oidc.audiences holds client_id while require_at_jwt is false: ID tokens (aud = "
+                        "client_id) would pass as access tokens; use the API's own audience"
+                    )
             if route.service_token is not None:
                 if self.oidc is None:
                     raise ValueError(f"{where}: service_token needs oidc (the provider's token endpoint)")
-                if route.auth == "public" and not _loopback(self.listen.host):
+                if route.auth in ("public", "optional") and not _loopback(self.listen.host):
                     raise ValueError(
-                        f"{where}: service_token on a public route would lend the proxy's machine identity to "
+                        f"{where}: service_token on a {route.auth} route would lend the proxy's machine identity to "
                         "anonymous callers; allowed only when listen is a loopback address"
                     )
                 if route.service_token.client_id is None and self.oidc.client_secret is None:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 from authproxy.config.schema import ServiceToken
 from authproxy.logs import log
-from authproxy.errors import IdpError, ServiceTokenUnavailable
+from authproxy.errors import IdpError, IdpRejected, ServiceTokenUnavailable
 from authproxy.oidc.client import IdentityProviderClient
 
 RENEW_BEFORE = 60.0  # seconds before expiry a cached token is replaced (at most half its lifetime)
+FAILURE_HOLD = 5.0  # after a failed grant, requests fail fast this long instead of each asking the provider
 DEFAULT_LIFETIME = 300  # when the provider sends no expires_in (RFC 6749 5.1 makes it optional)
 
 
@@ -40,6 +41,7 @@ class ServiceTokens:
         self._clock = clock
         self._cached: dict[_Key, _Cached] = {}
         self._inflight: dict[_Key, asyncio.Future[_Cached]] = {}
+        self._failed: dict[_Key, tuple[float, ServiceTokenUnavailable]] = {}
         self.grants = 0
 
     async def token(self, spec: ServiceToken) -> str:
@@ -47,10 +49,13 @@ class ServiceTokens:
         cached = self._cached.get(key)
         if cached is not None and self._clock() < cached.renew_at:
             return cached.token
+        failed = self._failed.get(key)
+        if failed is not None and self._clock() < failed[0]:
+            raise failed[1]
         future = self._inflight.get(key)
         if future is None:
             future = self._inflight[key] = asyncio.ensure_future(self._fetch(key, spec))
-            future.add_done_callback(lambda _: self._inflight.pop(key, None))
+            future.add_done_callback(lambda done: self._settled(key, done))
         # shield: one caller leaving must not cancel the grant the others are waiting for
         fresh = await asyncio.shield(future)
         return fresh.token
@@ -64,9 +69,19 @@ class ServiceTokens:
             response = await client.client_credentials(list(spec.scopes), spec.resource, spec.client_id, secret)
         except IdpError as exc:
             log().warning("service_token_failed", extra={"fields": {"error": str(exc)}})
-            raise ServiceTokenUnavailable(exc.endpoint, str(exc)) from None
+            raise ServiceTokenUnavailable(exc.endpoint, str(exc), rejected=isinstance(exc, IdpRejected)) from None
         self.grants += 1
-        lifetime = response.expires_in or DEFAULT_LIFETIME
+        lifetime = DEFAULT_LIFETIME if response.expires_in is None else response.expires_in
         cached = _Cached(response.access_token, self._clock() + lifetime - min(RENEW_BEFORE, lifetime / 2))
         self._cached[key] = cached
         return cached
+
+    def _settled(self, key: _Key, done: asyncio.Future[_Cached]) -> None:
+        self._inflight.pop(key, None)
+        if done.cancelled():
+            return
+        error = done.exception()  # retrieved here, so a grant nobody waits for any more is not logged as lost
+        if isinstance(error, ServiceTokenUnavailable):
+            self._failed[key] = (self._clock() + FAILURE_HOLD, error)
+        elif error is None:
+            self._failed.pop(key, None)

@@ -61,7 +61,10 @@ def verify_token(token: str, keys: KeySet, rules: TokenRules, now: int) -> dict[
         f"application/{rules.token_type}",
     ):
         raise TokenInvalid("wrong_type", f"typ must be {rules.token_type}")
-    check_claims(claims, rules, now)
+    try:
+        check_claims(claims, rules, now)
+    except (TypeError, ValueError, OverflowError):  # signed, but claims of the wrong shape (aud: 5, client_id: [..])
+        raise TokenInvalid("malformed_claims") from None
     return dict(claims)
 
 

@@ -54,8 +54,9 @@ class AllowRule:
             return Denial("requires one of the allowed email addresses")
         if self.email_domains is not None and email.rpartition("@")[2] not in self.email_domains:
             return Denial("requires an email address in: " + ", ".join(sorted(self.email_domains)))
-        if self.email_domains is not None and claims.get("email_verified") is False:
-            return Denial("requires a verified email address")  # anyone can claim a domain they do not own
+        if (self.emails is not None or self.email_domains is not None) and claims.get("email_verified") in (False, "false"):
+            # Anyone can type an address they do not own; Cognito sends "false" as a string at times.
+            return Denial("requires a verified email address")
         for name, accepted in self.claims:
             if not accepted.intersection(_values(claims.get(name))):
                 return Denial(f"requires claim {name} to be one of: " + ", ".join(sorted(accepted)))

@@ -13,6 +13,7 @@ header out; a value that cannot be a header value (CR, LF, non-Latin-1) is dropp
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -58,16 +59,33 @@ class Template:
             if value is None or value == "":
                 return None
             if isinstance(value, (list, tuple)):
-                value = ",".join(str(item) for item in value)
-            out.append(str(value))
-        text = "".join(out)
-        if "\r" in text or "\n" in text or "\x00" in text:
-            return UNSAFE
-        try:
-            text.encode("latin-1")
-        except UnicodeEncodeError:
-            return UNSAFE
-        return text
+                value = ",".join(_text(item) for item in value)
+            out.append(_text(value))
+        text = render_safe("".join(out))
+        return UNSAFE if text is None else text
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # every control character but HTAB (RFC 9110 5.5)
+
+
+def render_safe(text: str) -> str | None:
+    """``text`` when it can be a header value as it is (no control characters, Latin-1), else None."""
+    if _CONTROL.search(text):
+        return None
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+def _text(value: Any) -> str:
+    """A claim as header text: booleans as JSON spells them, objects as compact JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
 
 
 def parse_template(text: str) -> Template:

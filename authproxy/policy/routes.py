@@ -96,6 +96,7 @@ class Route:
         "allow",
         "assertion",
         "service_token",
+        "skip_auth_preflight",
     )
 
     def __init__(self, config: RouteConfig, groups_claim: str = "groups"):
@@ -125,6 +126,7 @@ class Route:
         self.allow = AllowRule.compile(config.allow, groups_claim) if config.allow is not None else None
         self.assertion = config.assertion
         self.service_token = config.service_token
+        self.skip_auth_preflight = config.skip_auth_preflight
 
     def __repr__(self) -> str:
         return f"Route({self.name!r})"

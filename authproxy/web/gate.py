@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # joserfc and cryptography load only when a provider is confi
     from authproxy.oidc.service_tokens import ServiceTokens
     from authproxy.oidc.verify import TokenRules
     from authproxy.policy.assertion import AssertionSigner
+    from authproxy.session.store import Session
     from authproxy.web.provider import ProviderLink
     from authproxy.web.signin import SignIn
 
@@ -55,8 +56,7 @@ class Verdict:
     outcome: str | None  # for authproxy_auth_total; None for CORS preflights (not an auth decision)
     identity: Identity | None = None
     response: web.Response | None = None  # answer with this instead of forwarding
-    reason: str | None = None  # why a request was refused, for the log
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    reason: str | None = None  # why a request was refused: a short code for the access log
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -116,20 +116,29 @@ class Gate:
         request_id: str,
         preflight: bool,
         redirect: bool = True,
+        method: str | None = None,
     ) -> Verdict:
+        """``method``: the original request's, when ``request`` describes another (forward-auth)."""
         mode = route.auth
-        accept = request.headers.get("Accept")
         if mode == "public":
             return Verdict(metrics.AUTH_PUBLIC)
         if preflight:
             return Verdict(None)  # a CORS preflight carries no credentials (Fetch standard)
-        token = bearer_token(request.headers.get("Authorization")) if mode in ("bearer", "login_or_bearer") else None
+        token = None
+        if mode in ("bearer", "login_or_bearer"):
+            authorizations = request.headers.getall("Authorization", ())
+            if len(authorizations) > 1:
+                # Which one an upstream would read is anyone's guess: never forward a second, unchecked one.
+                response = error_response(400, "bad_request", "more than one Authorization header", request_id,
+                                          accept="application/json")
+                return Verdict(metrics.AUTH_UNAUTHORIZED, None, response, "several_authorization_headers")
+            token = bearer_token(authorizations[0]) if authorizations else None
         if mode == "bearer" or token is not None:
-            verdict = await self._bearer(token, request_id, accept)
+            verdict = await self._bearer(token, request_id)
         elif mode == "optional":
             verdict = await self._optional(request, route, request_id)
         else:
-            verdict = await self._session(request, route, host, scheme, path_qs, request_id, redirect)
+            verdict = await self._session(request, route, host, scheme, path_qs, request_id, redirect, method)
         if verdict.identity is not None and route.allow is not None:
             denial = route.allow.check(verdict.identity.claims)
             if denial is not None:
@@ -138,12 +147,14 @@ class Gate:
                     headers["WWW-Authenticate"] = (
                         f'Bearer {REALM}, error="insufficient_scope", scope="{" ".join(denial.missing_scopes)}"'
                     )
+                accept = "application/json" if verdict.identity.via == AUTH_BEARER else request.headers.get("Accept")
                 response = error_response(403, "forbidden", f"access denied: {denial.reason}", request_id,
                                           accept=accept, headers=headers)
-                return Verdict(AUTH_FORBIDDEN, verdict.identity, response, denial.reason)
+                return Verdict(AUTH_FORBIDDEN, verdict.identity, response, "allow_rules")
         return verdict
 
-    async def _bearer(self, token: str | None, request_id: str, accept: str | None) -> Verdict:
+    async def _bearer(self, token: str | None, request_id: str) -> Verdict:
+        accept = "application/json"  # API clients: the answer is JSON whatever they accept (RFC 6750 3)
         if token is None:
             # RFC 6750 3.1: no error code when the request had no authentication at all.
             return Verdict(metrics.AUTH_UNAUTHORIZED, None, _unauthorized(request_id, accept, f"Bearer {REALM}",
@@ -167,20 +178,20 @@ class Gate:
         return Verdict(AUTH_BEARER, identity)
 
     async def _session(
-        self, request: web.BaseRequest, route: Route, host: str, scheme: str, path_qs: str, request_id: str, redirect: bool
+        self, request: web.BaseRequest, route: Route, host: str, scheme: str, path_qs: str, request_id: str,
+        redirect: bool, method: str | None,
     ) -> Verdict:
         sign_in = self.sign_in
         assert sign_in is not None  # config: session modes need sign-in
         session = await sign_in.session_for_route(request, int(time.time()), request_id, route.injects_id_token)
         if session is None:
             if redirect:
-                response = sign_in.unauthenticated(request, host, scheme, path_qs, request_id)
+                response = sign_in.unauthenticated(request, host, scheme, path_qs, request_id, method)
             else:  # forward-auth: the proxy in front turns 401 into the sign-in redirect
                 response = _unauthorized(request_id, request.headers.get("Accept"), f"Bearer {REALM}", "sign-in required")
             outcome = metrics.AUTH_REDIRECTED if response.status == 302 else metrics.AUTH_UNAUTHORIZED
             return Verdict(outcome, None, response, "no_session")
-        identity = Identity(session.sub, session.claims, session.access_token, session.id_token, metrics.AUTH_SESSION)
-        return Verdict(metrics.AUTH_SESSION, identity)
+        return Verdict(metrics.AUTH_SESSION, session_identity(session))
 
     async def _optional(self, request: web.BaseRequest, route: Route, request_id: str) -> Verdict:
         sign_in = self.sign_in
@@ -193,15 +204,10 @@ class Gate:
             session = None
         if session is None:
             return Verdict(metrics.AUTH_PUBLIC)
-        identity = Identity(session.sub, session.claims, session.access_token, session.id_token, metrics.AUTH_SESSION)
-        return Verdict(metrics.AUTH_SESSION, identity)
+        return Verdict(metrics.AUTH_SESSION, session_identity(session))
 
-    async def identity_headers(
-        self, route: Route, identity: Identity | None, request_id: str, *, with_tokens: bool = True
-    ) -> list[tuple[str, str]]:
-        """The headers the route adds: its templates, and the assertion. ``with_tokens``
-        false leaves out every header that carries a token (forward-auth to an
-        untrusted caller)."""
+    async def identity_headers(self, route: Route, identity: Identity | None, request_id: str) -> list[tuple[str, str]]:
+        """The headers the route adds: its templates, and the assertion."""
         headers: list[tuple[str, str]] = []
         if route.injections:
             values: dict[str, Any] = {}
@@ -211,10 +217,7 @@ class Gate:
                 values = {"access_token": identity.access_token, "id_token": identity.id_token,
                           "sub": identity.sub, "email": claims.get("email")}
             for name, template in route.injections:
-                uses = template.uses
-                if not with_tokens and uses & {"access_token", "id_token", "service_token"}:
-                    continue
-                if "service_token" in uses and route.service_token is not None and self.service_tokens is not None:
+                if "service_token" in template.uses and route.service_token is not None and self.service_tokens is not None:
                     values["service_token"] = await self.service_tokens.token(route.service_token)
                 value = template.render(values, claims)
                 if value is UNSAFE:
@@ -222,12 +225,16 @@ class Gate:
                                   extra={"fields": {"request_id": request_id, "route": route.name, "header": name}})
                 elif value is not None:
                     headers.append((name, value))
-        if route.assertion and with_tokens and identity is not None and self.signer is not None:
+        if route.assertion and identity is not None and self.signer is not None:
             email = identity.claims.get("email")
             assertion = self.signer.sign(route.name, identity.sub, email if isinstance(email, str) else None,
                                          groups_of(identity.claims, self.groups_claim), int(time.time()))
             headers.append(("X-Authproxy-Assertion", assertion))
         return headers
+
+
+def session_identity(session: Session) -> Identity:
+    return Identity(session.sub, session.claims, session.access_token, session.id_token, metrics.AUTH_SESSION)
 
 
 def _unauthorized(request_id: str, accept: str | None, challenge: str, message: str) -> web.Response:

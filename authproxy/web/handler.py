@@ -28,7 +28,7 @@ from authproxy.errors import (
 )
 from authproxy.logs import AccessLog, log, loggable_path
 from authproxy.policy.paths import normalise_path, split_target
-from authproxy.policy.inject import SpoofGuard, groups_of
+from authproxy.policy.inject import SpoofGuard, groups_of, render_safe
 from authproxy.policy.routes import RouteTable, request_host, valid_host_header
 from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody
 from authproxy.proxy.http_client import ClientBodyFailed
@@ -42,7 +42,7 @@ from authproxy.proxy.headers import (
 )
 from authproxy.proxy.pages import error_response
 from authproxy.proxy.websocket import WebSocketRelay, is_websocket_upgrade
-from authproxy.web.gate import Gate, Identity, Verdict
+from authproxy.web.gate import Gate, Identity, session_identity
 from authproxy.session.cookies import without_own_cookies
 from authproxy.store.base import StoreUnavailable
 
@@ -60,7 +60,7 @@ class Rules:
     current ``Rules`` when it starts and keeps it, so it finishes under the rules it
     started with while a reload swaps in the next."""
 
-    __slots__ = ("config", "routes", "strip", "trusted", "gate")
+    __slots__ = ("config", "routes", "strip", "trusted", "forward_auth_callers", "gate")
 
     def __init__(self, config: Config, gate: Gate):
         self.config = config
@@ -72,6 +72,7 @@ class Rules:
         self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization)
                       for route in self.routes.routes}
         self.trusted = TrustedProxies(config.trusted_proxies)  # type: ignore[arg-type]
+        self.forward_auth_callers = TrustedProxies(config.forward_auth.callers)  # type: ignore[arg-type]
         self.gate = gate
 
 
@@ -99,6 +100,7 @@ class ProxyHandler:
         route_name: str | None = None
         user: str | None = None
         upstream_status: int | None = None
+        refusal: str | None = None  # why the proxy refused, when it did: for the access log
         status = 500
         status_if_cut = CLIENT_CLOSED  # what the log says when the connection ends mid-response
         path, query = request.raw_path, ""
@@ -122,7 +124,7 @@ class ProxyHandler:
                     route_name = SIGN_IN_ROUTE
                     endpoint = path[len(self.own_prefix) :]
                     if endpoint == "auth":
-                        response = await self._forward_auth(request, rules, peer_trusted, host_header, request_id)
+                        response = await self._forward_auth(request, rules, peer, request_id)
                     elif sign_in is not None:
                         response = await sign_in.handle(request, endpoint, request_id)
                     else:
@@ -142,7 +144,7 @@ class ProxyHandler:
                 if route.auth == "public":  # the common case, without a coroutine
                     stats.authenticated(route_name, metrics.AUTH_PUBLIC)
                 else:
-                    preflight = _is_cors_preflight(request)
+                    preflight = route.skip_auth_preflight and _is_cors_preflight(request)
                     verdict = await rules.gate.evaluate(
                         request, route, host=host_header, scheme=scheme, path_qs=path + ("?" + query if query else ""),
                         request_id=request_id, preflight=preflight,
@@ -154,6 +156,7 @@ class ProxyHandler:
                         user = identity.sub
                     if verdict.response is not None:
                         status = verdict.response.status
+                        refusal = verdict.reason
                         return verdict.response
                 length = request.content_length
                 if route.max_body is not None and length is not None and length > route.max_body:
@@ -259,69 +262,67 @@ class ProxyHandler:
                     duration=elapsed,
                     client=client_address(peer, headers.getall("X-Forwarded-For", ()), rules.trusted),
                     user=user,
+                    refusal=refusal,
                 )
 
     async def _forward_auth(
-        self, request: web.BaseRequest, rules: Rules, peer_trusted: bool, host_header: str, request_id: str
+        self, request: web.BaseRequest, rules: Rules, peer: str, request_id: str
     ) -> web.StreamResponse:
         """``/oauth2/auth`` for nginx ``auth_request`` and Traefik ``forwardAuth``: the route
-        rules for the original request, which only a trusted proxy may describe. Anyone
-        else learns whether they are signed in, and never receives a token."""
+        rules for the original request, which only ``forward_auth.callers`` may describe
+        (and only they receive injected headers, tokens included). Anyone else learns
+        whether they are signed in, and never receives a token."""
         headers = request.headers
-        accept = "application/json"
         gate = rules.gate
-        if not peer_trusted:
-            verdict = await self._session_only(request, gate, request_id)
-            route = None
-        else:
-            method = headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET"
-            target = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI") or "/"
-            try:
-                raw_path, query = split_target(target)
-                normalised = normalise_path(raw_path)
-            except BadRequest as exc:
-                return _no_store(error_response(403, "forbidden", f"the original request is not acceptable: {exc.reason}",
-                                                request_id, accept=accept))
-            found = rules.routes.match(request_host(host_header), normalised.path, method.upper())
-            if found is None or (normalised.has_encoded_slash and not found[0].allow_encoded_slashes):
-                return _no_store(error_response(403, "forbidden", "no route admits the original request", request_id,
-                                                accept=accept))
-            route = found[0]
-            scheme = effective_scheme(headers, True, request.scheme)
-            path_qs = normalised.path + ("?" + query if query else "")
-            # nginx's auth_request only understands 2xx/401/403; Traefik passes any answer on,
-            # so with ?redirect=1 a browser navigation gets the sign-in redirect itself.
-            redirect = request.query.get("redirect") in ("1", "true")
-            verdict = await gate.evaluate(request, route, host=host_header, scheme=scheme, path_qs=path_qs,
-                                          request_id=request_id, preflight=False, redirect=redirect)
-            if verdict.outcome is not None:
-                self.stats.authenticated(route.name, verdict.outcome)
+        if not rules.forward_auth_callers.contains(peer):
+            return _no_store(await self._signed_in(request, gate, request_id))
+        target = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI")
+        if not target:
+            raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI describing the original request")
+        method = (headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET").upper()
+        host_header = headers.get("X-Forwarded-Host", "").split(",")[0].strip() or headers.get("Host", "")
+        if not valid_host_header(host_header):
+            raise BadRequest("the forwarded Host is not a valid host[:port]")
+        try:
+            raw_path, query = split_target(target)
+            normalised = normalise_path(raw_path)
+        except BadRequest as exc:
+            return _forbidden(f"the original request is not acceptable: {exc.reason}", request_id)
+        found = rules.routes.match(request_host(host_header), normalised.path, method)
+        if found is None or (normalised.has_encoded_slash and not found[0].allow_encoded_slashes):
+            return _forbidden("no route admits the original request", request_id)
+        route = found[0]
+        scheme = effective_scheme(headers, True, request.scheme)
+        # nginx's auth_request only understands 2xx/401/403; Traefik passes any answer on,
+        # so with ?redirect=1 a browser navigation gets the sign-in redirect itself.
+        redirect = request.query.get("redirect") in ("1", "true")
+        verdict = await gate.evaluate(
+            request, route, host=host_header, scheme=scheme, path_qs=normalised.path + ("?" + query if query else ""),
+            request_id=request_id, preflight=False, redirect=redirect, method=method,
+        )
+        if verdict.outcome is not None:
+            self.stats.authenticated(route.name, verdict.outcome)
         if verdict.response is not None:
             return _no_store(verdict.response)
-        response = web.Response(status=200, headers={"Cache-Control": "no-store", "X-Request-Id": request_id})
-        identity = verdict.identity
-        if identity is not None:
-            response.headers["X-Auth-Request-User"] = identity.sub
-            email = identity.claims.get("email")
-            if isinstance(email, str) and email:
-                response.headers["X-Auth-Request-Email"] = email
-            groups = groups_of(identity.claims, gate.groups_claim)
-            if groups:
-                response.headers["X-Auth-Request-Groups"] = ",".join(groups)
-        if route is not None:
-            for name, value in await gate.identity_headers(route, identity, request_id, with_tokens=peer_trusted):
-                response.headers[name] = value
+        response = _identity_response(verdict.identity, gate.groups_claim, request_id)
+        for name, value in await gate.identity_headers(route, verdict.identity, request_id):
+            response.headers[name] = value
+        sign_in = self.sign_in
+        if sign_in is not None and "Cookie" in headers:
+            # The client's cookies without the proxy's own, for nginx to send the app instead.
+            cookie = without_own_cookies("; ".join(headers.getall("Cookie")), sign_in.cookies)
+            if cookie is not None and _header_safe(cookie):
+                response.headers["X-Auth-Request-Cookie"] = cookie
         return response
 
     @staticmethod
-    async def _session_only(request: web.BaseRequest, gate: Gate, request_id: str) -> Verdict:
+    async def _signed_in(request: web.BaseRequest, gate: Gate, request_id: str) -> web.Response:
         sign_in = gate.sign_in
         session = await sign_in.session_for_route(request, int(time.time()), request_id) if sign_in is not None else None
         if session is None:
-            challenge = {"WWW-Authenticate": 'Bearer realm="authproxy"'}
-            return Verdict(None, None, error_response(401, "unauthorized", "sign-in required", request_id,
-                                                      accept="application/json", headers=challenge))
-        return Verdict(None, Identity(session.sub, session.claims, None, None, metrics.AUTH_SESSION))
+            return error_response(401, "unauthorized", "sign-in required", request_id, accept="application/json",
+                                  headers={"WWW-Authenticate": 'Bearer realm="authproxy"'})
+        return _identity_response(session_identity(session), gate.groups_claim, request_id)
 
     @staticmethod
     def _log_upstream_error(request_id: str, route: str | None, exc: UpstreamError, *, after_headers: bool) -> None:
@@ -344,6 +345,29 @@ class ProxyHandler:
 def _no_store(response: web.Response) -> web.Response:
     response.headers["Cache-Control"] = "no-store"  # a forward-auth answer is about one user
     return response
+
+
+def _forbidden(message: str, request_id: str) -> web.Response:
+    return _no_store(error_response(403, "forbidden", message, request_id, accept="application/json"))
+
+
+def _identity_response(identity: Identity | None, groups_claim: str, request_id: str) -> web.Response:
+    """Forward-auth's 200: who the user is, in the X-Auth-Request-* headers peers use."""
+    response = web.Response(status=200, headers={"Cache-Control": "no-store", "X-Request-Id": request_id,
+                                                 "Server": "authproxy"})
+    if identity is None:
+        return response
+    email = identity.claims.get("email")
+    groups = ",".join(groups_of(identity.claims, groups_claim))
+    for name, value in (("X-Auth-Request-User", identity.sub), ("X-Auth-Request-Email", email),
+                        ("X-Auth-Request-Groups", groups)):
+        if isinstance(value, str) and value and _header_safe(value):  # a claim is not trusted to be a header value
+            response.headers[name] = value
+    return response
+
+
+def _header_safe(value: str) -> bool:
+    return render_safe(value) is not None
 
 
 def _jwks_response(signer: AssertionSigner) -> web.Response:

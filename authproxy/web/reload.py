@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+from pathlib import Path
 from collections.abc import Callable
 
 from authproxy import metrics
-from authproxy.config import load_config
+from authproxy.config import parse_config
 from authproxy.config.schema import Config
 from authproxy.errors import ConfigError
 from authproxy.logs import log
@@ -27,7 +29,10 @@ WATCH_INTERVAL = 1.0  # seconds between checks of the file under reload: watch
 
 
 class Reloader:
-    def __init__(self, path: str, config: Config, apply: Callable[[Config], None]):
+    """``apply(config, text)`` receives the validated configuration and the exact text it
+    came from (the supervisor hands that text on to its workers)."""
+
+    def __init__(self, path: str, config: Config, apply: Callable[[Config, str], None]):
         self.path = path
         self.config = config
         self._apply = apply
@@ -36,14 +41,17 @@ class Reloader:
     def reload(self, trigger: str) -> bool:
         """Load, check and apply the file; True when the new rules serve from now on."""
         try:
-            config = load_config(self.path)
+            text = Path(self.path).read_text(encoding="utf-8")
+            config = parse_config(text, self.path, os.environ)
         except ConfigError as exc:
             return self._refused(trigger, [issue.render(exc.filename) for issue in exc.issues])
+        except (OSError, UnicodeDecodeError) as exc:
+            return self._refused(trigger, [f"{self.path}: cannot read file ({type(exc).__name__})"])
         changed = [key for key in RESTART_KEYS if getattr(config, key) != getattr(self.config, key)]
         if changed:
             return self._refused(trigger, [f"{', '.join(changed)} changed, which needs a restart"])
         try:
-            self._apply(config)
+            self._apply(config, text)
         except Exception as exc:  # noqa: BLE001 - a reload must never take the serving process down
             return self._refused(trigger, [f"the new rules could not be compiled ({type(exc).__name__})"])
         self.config = config

@@ -95,7 +95,7 @@ async def serve(
 
     handler = ProxyHandler(compile_rules(config), forwarder, AccessLog(config.log), sign_in)
 
-    def apply(new: Config) -> None:
+    def apply(new: Config, _text: str) -> None:
         rules = compile_rules(new)
         if sign_in is not None:
             sign_in.routes_changed(new)

@@ -116,10 +116,13 @@ class SignIn:
         except SessionEnded:
             return None
 
-    def unauthenticated(self, request: web.BaseRequest, host: str, scheme: str, path_qs: str, request_id: str) -> web.Response:
-        """A browser navigation goes to sign in; anything else gets 401 (RFC 6750 3)."""
+    def unauthenticated(
+        self, request: web.BaseRequest, host: str, scheme: str, path_qs: str, request_id: str, method: str | None = None
+    ) -> web.Response:
+        """A browser navigation goes to sign in; anything else gets 401 (RFC 6750 3).
+        ``method``: the original request's, when ``request`` describes another (forward-auth)."""
         accept = request.headers.get("Accept")
-        if request.method in ("GET", "HEAD") and wants_html(accept):
+        if (method or request.method) in ("GET", "HEAD") and wants_html(accept):
             own_host = self.public_url.host or ""
             target = path_qs if host.split(":")[0].lower() == own_host.lower() else f"{scheme}://{host}{path_qs}"
             location = f"{self.origin}{self.prefix}/start?" + urlencode({"rd": target})

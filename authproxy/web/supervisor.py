@@ -1,9 +1,15 @@
 """The supervisor for ``workers > 1``: N worker processes share the port (SO_REUSEPORT).
 
 The supervisor binds no proxy socket itself. It starts the workers, restarts one
-that dies (with backoff), forwards SIGTERM/SIGINT/SIGHUP, and serves the admin
-listener: /readyz is 200 when every running worker reports ready, /metrics is the
-sum over workers (each writes a snapshot file once a second; see ``metrics.aggregate``).
+that dies (with backoff), forwards SIGTERM/SIGINT, and serves the admin listener:
+/readyz is 200 when every running worker reports ready, /metrics is the sum over
+workers (each writes a snapshot file once a second; see ``metrics.aggregate``).
+
+Reload: workers read a private copy of the last configuration that validated. On
+SIGHUP (or, with ``reload: watch``, a change of the file) the supervisor validates
+the file first; only a good one replaces the copy, and then ready workers get SIGHUP
+(under ``watch`` they notice the copy change). So a worker restarted after a refused
+edit still starts with the last good rules, never with a broken file.
 A worker that dies before it was ever ready means the configuration or the port
 cannot work, so the supervisor stops everything and exits 1 instead of looping.
 """
@@ -25,6 +31,7 @@ from authproxy import metrics
 from authproxy.config.schema import Config
 from authproxy.logs import log
 from authproxy.web.admin import admin_app
+from authproxy.web.reload import Reloader
 from authproxy.web.server import STATUS_READY, STATUS_STOPPING
 
 _BACKOFF_START = 0.5
@@ -53,12 +60,18 @@ class Supervisor:
         self.exit_code = 0
         self._stop = asyncio.Event()
         self._metrics_dir = tempfile.mkdtemp(prefix="authproxy-metrics-")
+        # The last good configuration text, which workers read (see the module docstring).
+        self._state_dir = tempfile.mkdtemp(prefix="authproxy-config-")
+        self._good_config = os.path.join(self._state_dir, os.path.basename(config_path))
+        shutil.copyfile(config_path, self._good_config)
+        self._reloader = Reloader(config_path, config, self._accept_reload)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._forward_hup)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._reload("signal"))
+        watching = asyncio.create_task(self._reloader.watch()) if self.config.reload == "watch" else None
         admin_runner = web.AppRunner(admin_app(self.readiness, self.exposition), access_log=None)
         try:
             await admin_runner.setup()
@@ -76,8 +89,11 @@ class Supervisor:
             log().info("supervisor_stopped", extra={"fields": {"exit_code": self.exit_code}})
             return self.exit_code
         finally:
+            if watching is not None:
+                watching.cancel()
             await admin_runner.cleanup()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            shutil.rmtree(self._state_dir, ignore_errors=True)
 
     # --- admin views -------------------------------------------------------------
 
@@ -89,7 +105,7 @@ class Supervisor:
     def exposition(self) -> bytes:
         live = {str(w.process.pid) for w in self.workers if w.process is not None and w.process.returncode is None}
         snapshots = []
-        for path in sorted(Path(self._metrics_dir).glob("worker-*.prom")):
+        for path in sorted(Path(self._metrics_dir).glob("*.prom")):  # workers', and supervisor.prom
             try:
                 text = path.read_text()
             except OSError:
@@ -131,7 +147,7 @@ class Supervisor:
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "authproxy", "worker",
-                "--config", self.config_path,
+                "--config", self._good_config,
                 "--status-fd", str(write_fd),
                 "--metrics-dir", self._metrics_dir,
                 "--supervisor-pid", str(os.getpid()),
@@ -180,10 +196,38 @@ class Supervisor:
                     _signal(process, signal.SIGKILL)
             await asyncio.gather(*(p.wait() for p in running))
 
-    def _forward_hup(self) -> None:
+    def _reload(self, trigger: str) -> None:
+        self._reloader.reload(trigger)
+        self._write_reload_counts()
+
+    def _accept_reload(self, config: Config, text: str) -> None:
+        """A file that validated: it becomes the workers' copy, then they reload it."""
+        aside = self._good_config + ".new"
+        with open(aside, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(aside, self._good_config)
+        self.config = config
+        if config.reload == "watch":
+            return  # the workers watch their copy
         for worker in self.workers:
-            if worker.process is not None and worker.process.returncode is None:
+            # Only ready workers: one still starting would die of SIGHUP's default action,
+            # and it reads the new copy anyway.
+            if worker.state == "ready" and worker.process is not None and worker.process.returncode is None:
                 _signal(worker.process, signal.SIGHUP)
+
+    def _write_reload_counts(self) -> None:
+        """Refused reloads happen here, not in a worker: they join the summed metrics
+        through a snapshot of their own (workers count the reloads they apply)."""
+        failures = metrics.CONFIG_RELOADS.labels("failure")._value.get()
+        text = (
+            "# HELP authproxy_config_reloads Configuration reloads, by result (success, failure).\n"
+            "# TYPE authproxy_config_reloads counter\n"
+            f'authproxy_config_reloads_total{{result="failure"}} {failures}\n'
+        )
+        target = Path(self._metrics_dir) / "supervisor.prom"
+        temporary = target.with_suffix(".tmp")
+        temporary.write_text(text)
+        os.replace(temporary, target)
 
 
 def _signal(process: asyncio.subprocess.Process, signum: int) -> None:

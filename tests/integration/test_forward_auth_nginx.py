@@ -8,6 +8,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
+from tests.integration.test_route_rules import SPOOFED
 from tests.integration.test_signin import SESSION_SECRET
 from tests.support.nginx import Nginx, deploy_example
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, sign_in_at_provider
@@ -23,6 +24,7 @@ def stack(upstream, tmp_path_factory):
         {
             "public_url": public,
             "trusted_proxies": ["127.0.0.1/32"],  # nginx
+            "forward_auth": {"callers": ["127.0.0.1/32"]},
             "oidc": {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": "${FA_CLIENT_SECRET}",
                      "scopes": ["openid", "email", "profile", "groups", "offline_access"],
                      "authorize_params": {"prompt": "consent"}},
@@ -71,10 +73,20 @@ async def test_browser_signs_in_through_nginx_and_the_app_gets_identity_and_toke
     nginx, proxy, provider = stack
     async with browser() as alice:
         await sign_in_through_nginx(alice, nginx, "alice")
-        forged = {"X-User": "ceo", "X-Email": "ceo@example.com", "X-Groups": "root", "Authorization": "Bearer forged"}
+        forged = {"X-User": "ceo", "X-Email": "ceo@example.com", "X-Groups": "root", "Authorization": "Bearer forged",
+                  **SPOOFED, "Cookie": "app-pref=dark"}
         async with alice.get(nginx.url + "/app/x", headers=forged) as response:
             assert response.status == 200
             headers = received(await response.json())
+        for name, value in SPOOFED.items():
+            # the headers that mean identity behind this nginx: its own, and those peers set (the
+            # app-specific names of other tests do not; nginx cannot remove a whole prefix)
+            if name.lower().startswith(("x-auth-request-", "x-forwarded-", "x-amzn-oidc-", "x_")) or name in (
+                "Authorization", "X-Authproxy-Assertion"
+            ):
+                assert headers.get(name.lower()) != value, name
+        # the app's own cookie (and the provider's, same host), never authproxy's session ticket
+        assert headers["cookie"].endswith("app-pref=dark") and "authproxy" not in headers["cookie"]
         assert headers["x-user"] == "alice" and headers["x-email"] == "alice@example.com"
         assert headers["x-groups"] == "admins"
         assert headers["authorization"].startswith("Bearer ") and headers["authorization"] != "Bearer forged"

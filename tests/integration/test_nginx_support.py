@@ -224,13 +224,14 @@ def test_traefik_forward_auth_example():
     config = yaml.safe_load((ROOT / "deploy" / "traefik" / "dynamic.yml").read_text())["http"]
     forward = config["middlewares"]["authproxy"]["forwardAuth"]
     assert forward["address"] == "http://authproxy:8080/oauth2/auth?redirect=1"
-    assert forward["trustForwardHeader"] is True
+    assert forward["trustForwardHeader"] is False  # Traefik describes the request; a client never does
     assert forward["authResponseHeaders"] == ["X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups",
                                               "Authorization"]
     routers, services = config["routers"], config["services"]
     assert routers["app"]["middlewares"] == ["authproxy"] and routers["app"]["service"] in services
     # the sign-in endpoints are reachable without the middleware, ahead of the app's router
     assert "middlewares" not in routers["authproxy"] and "PathPrefix(`/oauth2/`)" in routers["authproxy"]["rule"]
+    assert "!Path(`/oauth2/auth`)" in routers["authproxy"]["rule"]  # forward-auth is for Traefik alone
     assert routers["authproxy"]["priority"] > len(routers["app"]["rule"])  # Traefik's default priority is the rule's length
     authproxy_url = services[routers["authproxy"]["service"]]["loadBalancer"]["servers"][0]["url"]
     assert forward["address"].startswith(authproxy_url + "/")

@@ -4,7 +4,9 @@ invalid file refused, and in-flight requests finishing under the rules they star
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
 import time
 
 import aiohttp
@@ -77,14 +79,29 @@ async def test_reload_under_load_with_zero_failed_requests(upstream, tmp_path, w
             proxy.signal(signal.SIGHUP)
             await asyncio.sleep(0.5)
             assert await orders_moved()
-        stop.set()
-        await asyncio.gather(*loaders)
-        assert len(statuses) > 50 and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
-        await asyncio.sleep(1.2)  # worker metrics reach the supervisor once a second
-        assert proxy.metric("authproxy_config_reloads_total", result="success") == workers
-        assert proxy.metric("authproxy_config_reloads_total", result="failure") == workers
-        failures = [record for record in proxy.log_records() if record.get("event") == "config_reload_failed"]
-        assert failures and any("sometimes" in error for error in failures[0]["errors"])
+            stop.set()
+            await asyncio.gather(*loaders)
+            assert len(statuses) > 50 and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
+            await asyncio.sleep(1.2)  # worker metrics reach the supervisor once a second
+            assert proxy.metric("authproxy_config_reloads_total", result="success") == workers  # each worker applied it
+            assert proxy.metric("authproxy_config_reloads_total", result="failure") == 1  # refused once, before any worker
+            failures = [record for record in proxy.log_records() if record.get("event") == "config_reload_failed"]
+            assert failures and any("sometimes" in error for error in failures[0]["errors"])
+            if workers > 1:
+                # a worker that dies now restarts with the last good rules, not the broken file
+                worker = int(subprocess.check_output(["pgrep", "-P", str(proxy.pid)]).split()[0])
+                os.kill(worker, signal.SIGKILL)
+                await asyncio.sleep(1.0)  # the supervisor's restart backoff starts at 0.5 s
+
+                async def ready():
+                    async with http.get(proxy.admin_url + "/readyz") as response:
+                        return response.status == 200
+
+                assert await wait_for(ready, 20), proxy.logs()[-2000:]
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as fresh:
+                    for _ in range(20):  # new connections, spread over both workers
+                        async with fresh.get(proxy.url + "/orders/x") as response:
+                            assert (await response.json())["path"] == "/v2/x"
     finally:
         assert proxy.stop() == 0
 

@@ -40,6 +40,7 @@ def setup(upstream, tmp_path_factory):
         {
             "public_url": public,
             "trusted_proxies": ["127.0.0.1/32"],
+            "forward_auth": {"callers": ["127.0.0.1/32"]},
             "oidc": {
                 "issuer": provider.issuer,
                 "client_id": CLIENT_ID,
@@ -198,6 +199,11 @@ async def test_bearer_rejections_name_their_reason(setup, tokens, make, reason):
 async def test_bearer_without_token_and_insufficient_scope(setup, tokens):
     proxy, _ = setup
     async with aiohttp.ClientSession() as http:
+        status, headers, body = await get(http, proxy.url + "/api/x", headers={"Accept": "text/html"})
+        assert status == 401 and json.loads(body)["error"] == "unauthorized"  # an API answer, whatever is accepted
+        token = f"Bearer {tokens['alice_read']}"
+        async with http.get(proxy.url + "/passing/x", headers=[("Authorization", token), ("Authorization", "Bearer forged")]) as response:
+            assert response.status == 400  # a second, unchecked Authorization never reaches the upstream
         status, headers, _ = await get(http, proxy.url + "/api/x")
         assert status == 401 and headers["WWW-Authenticate"] == 'Bearer realm="authproxy"'  # RFC 6750 3.1: no error
         status, headers, body = await get(http, proxy.url + "/api/x", headers={"Authorization": "Basic dXNlcjpwdw=="})
@@ -311,6 +317,11 @@ async def test_service_token_is_fetched_once_and_sent_upstream(setup):
 # --- forward-auth ---------------------------------------------------------------------------------
 
 
+def _cookie_header(session, proxy):
+    cookies = session.cookie_jar.filter_cookies(URL(proxy.url))
+    return "; ".join(f"{name}={morsel.value}" for name, morsel in cookies.items())
+
+
 async def forward_auth(session, proxy, uri, **headers):
     async with session.get(proxy.url + "/oauth2/auth", allow_redirects=False,
                            headers={"X-Original-URI": uri, "X-Original-Method": "GET", **headers}) as response:
@@ -335,13 +346,19 @@ async def test_forward_auth_for_trusted_and_untrusted_callers(setup):
         assert status == 403  # no route admits it
         status, _ = await forward_auth(alice, proxy, "/svc/%2e%2e/domain/x")  # normalised like a proxied request
         assert status == 403
-        # the same browser from an untrusted address: who it is, never a token
-        cookies = alice.cookie_jar.filter_cookies(URL(proxy.url))
-        cookie = "; ".join(f"{name}={morsel.value}" for name, morsel in cookies.items())
+        async with alice.get(proxy.url + "/oauth2/auth") as response:  # a caller must say what it asks about
+            assert response.status == 400
+        status, headers = await forward_auth(alice, proxy, "/svc/x", Cookie=f"{_cookie_header(alice, proxy)}; app=1")
+        # the client's cookies minus ours (the provider's, on the same host, pass: cookies ignore ports)
+        assert status == 200 and headers["X-Auth-Request-Cookie"].endswith("app=1")
+        assert "authproxy" not in headers["X-Auth-Request-Cookie"]
+        # the same browser from an address that is not a forward-auth caller: who it is, never a token
+        cookie = _cookie_header(alice, proxy)
     async with browser("127.0.0.2") as untrusted:
         status, headers = await forward_auth(untrusted, proxy, "/svc/x", Cookie=cookie)
         assert status == 200 and headers["X-Auth-Request-User"] == "alice" and headers["Cache-Control"] == "no-store"
-        assert not {"Authorization", "X-Id", "X-Authproxy-Assertion", "X-User"} & set(headers)
+        assert not {"Authorization", "X-Id", "X-Authproxy-Assertion", "X-User", "X-Auth-Request-Cookie"} & set(headers)
+        assert headers["Server"] == "authproxy"
         status, headers = await forward_auth(untrusted, proxy, "/asserted/x", Cookie=cookie)
         assert "X-Authproxy-Assertion" not in headers
     async with browser() as anonymous:

@@ -36,6 +36,7 @@ def setup(upstream, tmp_path_factory):
             "routes": [
                 {"name": "second", "match": {"host": "second.test"}, "upstream": upstream.url, "auth": "login"},
                 {"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login",
+                 "skip_auth_preflight": True,
                  "inject": {"Authorization": "Bearer {access_token}", "X-User-Email": "{claims.email}",
                             "X-User-Groups": "{claims.groups}", "X-Missing": "{claims.nope}"}},
                 {"name": "open", "match": {"path_prefix": "/open"}, "upstream": upstream.url, "auth": "public"},
@@ -177,7 +178,10 @@ async def test_api_client_without_session_gets_401(setup):
         assert proxy.metric("authproxy_auth_total", route="app", outcome="unauthorized") == unauthorized + 1
         async with session.options(proxy.url + "/app/data", headers={"Origin": "http://x.test",
                                    "Access-Control-Request-Method": "POST"}) as response:
-            assert response.status == 200  # CORS preflights pass unauthenticated
+            assert response.status == 200  # this route lets CORS preflights pass unauthenticated
+        async with session.options(proxy.url + "/second-host", headers={"Host": "second.test", "Origin": "http://x.test",
+                                   "Access-Control-Request-Method": "POST"}) as response:
+            assert response.status == 401  # by default a preflight is a request like any other
         async with session.get(proxy.url + "/open/x") as response:
             assert response.status == 200
 

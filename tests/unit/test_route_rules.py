@@ -138,6 +138,15 @@ def test_every_mode_and_rule_parses():
         (SIGN_IN + "assertion: {signing_keys: ['not a key']}\nroutes: [{name: a, upstream: 'http://u', auth: login}]",
          "signing_keys[0]: not a PEM EC private key"),
         (SIGN_IN + "reload: sometimes\nroutes: [{name: a, upstream: 'http://u', auth: login}]", "reload"),
+        (SIGN_IN + "routes: [{name: a, upstream: 'http://u', auth: optional, allow: {groups: [x]}}]", "anonymous callers"),
+        (SIGN_IN + "routes: [{name: a, upstream: 'http://u', auth: optional, service_token: {}}]",
+         "optional route would lend"),
+        (SIGN_IN + "routes: [{name: a, upstream: 'http://u', auth: login, pass_authorization: true}]",
+         "pass_authorization is for bearer and public routes"),
+        ("oidc: {issuer: 'https://i', client_id: c, client_secret: s, audiences: [c], require_at_jwt: false}\n"
+         "routes: [{name: a, upstream: 'http://u', auth: bearer}]", "ID tokens"),
+        (SIGN_IN + "forward_auth: {callers: [nonsense]}\nroutes: [{name: a, upstream: 'http://u', auth: login}]",
+         "invalid network"),
     ],
 )
 def test_route_rule_config_errors(text, words):
@@ -210,13 +219,30 @@ async def test_service_tokens_single_flight_cache_and_renewal():
     assert provider.calls[-1] == (("orders/read",), None, "m", "m-secret")
 
 
-async def test_service_token_failure_is_typed_and_not_cached():
+async def test_service_token_failures_are_held_briefly_then_retried():
     provider = FakeProvider(fail=True)
-    tokens = ServiceTokens(lambda: provider)
-    with pytest.raises(ServiceTokenUnavailable):
+    clock = [1000.0]
+    tokens = ServiceTokens(lambda: provider, clock=lambda: clock[0])
+    with pytest.raises(ServiceTokenUnavailable) as caught:
         await tokens.token(ServiceToken())
+    assert not caught.value.rejected  # a 503 from the provider is an outage, not a refusal
     provider.fail = False
+    with pytest.raises(ServiceTokenUnavailable):  # within the hold: no new grant per request
+        await tokens.token(ServiceToken())
+    assert len(provider.calls) == 1
+    clock[0] += 6
     assert await tokens.token(ServiceToken()) == "machine-2"
+
+
+async def test_a_waiter_leaving_does_not_cancel_the_grant_for_the_others():
+    provider = FakeProvider()
+    tokens = ServiceTokens(lambda: provider)
+    leaving = asyncio.create_task(tokens.token(ServiceToken()))
+    staying = asyncio.create_task(tokens.token(ServiceToken()))
+    await asyncio.sleep(0.01)
+    leaving.cancel()
+    assert await staying == "machine-1" and len(provider.calls) == 1
+    assert await tokens.token(ServiceToken()) == "machine-1"  # and it was cached
 
 
 # --- reload ----------------------------------------------------------------------------
@@ -233,7 +259,7 @@ def test_reload_applies_valid_files_and_refuses_the_rest(tmp_path):
     from authproxy.config import load_config
 
     applied = []
-    reloader = Reloader(str(path), load_config(path), applied.append)
+    reloader = Reloader(str(path), load_config(path), lambda config, text: applied.append(config))
     ok, failed = reloads("success"), reloads("failure")
     path.write_text(base + "  - {name: b, upstream: 'http://127.0.0.1:2', auth: public}\n")
     assert reloader.reload("signal") and [route.name for route in applied[-1].routes] == ["a", "b"]
@@ -251,7 +277,7 @@ async def test_reload_watch_notices_a_replaced_file(tmp_path):
     from authproxy.config import load_config
 
     applied = []
-    reloader = Reloader(str(path), load_config(path), applied.append)
+    reloader = Reloader(str(path), load_config(path), lambda config, text: applied.append(config))
     watching = asyncio.create_task(reloader.watch(interval=0.02))
     try:
         replacement = tmp_path / "new.yaml"

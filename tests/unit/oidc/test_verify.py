@@ -145,3 +145,14 @@ def test_unknown_kid_asks_for_a_jwks_refresh():
 def test_malformed(token):
     with pytest.raises(TokenInvalid):
         verify_token(token, JWKS, ID_RULES, NOW)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"aud": 5}, {"aud": [["authproxy"]]}, {"client_id": ["a", "b"]}, {"exp": 10**400}, {"nbf": {"a": 1}}],
+)
+def test_signed_claims_of_the_wrong_shape_are_refused_not_crashed(changes):
+    rules = TokenRules(issuer=ISSUER, audiences=frozenset({"client-1"}), client_ids=frozenset({"client-1"}))
+    claims = {**id_claims(client_id="client-1"), **changes}
+    with pytest.raises(TokenInvalid):
+        verify_token(sign(claims), JWKS, rules, NOW)
