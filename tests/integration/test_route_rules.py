@@ -58,6 +58,9 @@ def setup(upstream, tmp_path_factory):
                  "inject": {"X-User-Email": "{claims.email}", "X-User-Groups": "{claims.groups}"}},
                 {"name": "domain", "match": {"path_prefix": "/domain"}, "upstream": up, "auth": "login",
                  "allow": {"email_domains": ["elsewhere.test"]}},
+                {"name": "kinds", "match": {"path_prefix": "/kinds"}, "upstream": up, "auth": "login",
+                 "allow": {"emails": ["Alice@Example.com"], "claims": {"groups": ["admins", "ops"]}},
+                 "inject": {"X-Email": "{email}"}},
                 {"name": "maybe", "match": {"path_prefix": "/maybe"}, "upstream": up, "auth": "optional",
                  "inject": {"X-User": "{sub}"}},
                 {"name": "api", "match": {"path_prefix": "/api"}, "upstream": up, "auth": "bearer",
@@ -239,6 +242,21 @@ async def test_allow_groups_admit_alice_and_refuse_bob_with_a_page_naming_the_gr
         assert status == 403 and json.loads(body)["error"] == "forbidden"
         assert "membership in one of: admins" in json.loads(body)["message"]
     assert proxy.metric("authproxy_auth_total", route="admins", outcome="forbidden") >= 2
+
+
+async def test_allow_emails_and_claims_kinds_and_the_email_placeholder(setup):
+    proxy, _ = setup
+    async with browser() as alice:
+        await sign_in(alice, proxy, "alice", "/kinds/x")
+        status, _, body = await get(alice, proxy.url + "/kinds/x")
+        assert status == 200 and header(json.loads(body), "X-Email") == "alice@example.com"
+    async with browser() as bob:
+        await sign_in(bob, proxy, "bob", "/kinds/x")
+        status, _, body = await get(bob, proxy.url + "/kinds/x", headers={"Accept": "application/json"})
+        assert status == 403 and "allowed email" in json.loads(body)["message"]
+        assert "alice" not in body.lower()  # the rule's values are not shown to others
+    records = [record for record in proxy.access_records() if record.get("route") == "kinds" and record["status"] == 403]
+    assert records and records[-1]["refusal"] == "allow_rules" and records[-1]["user"] == "bob"
 
 
 async def test_optional_route_passes_everyone_and_identifies_whoever_is_signed_in(setup):
