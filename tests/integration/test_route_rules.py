@@ -61,6 +61,8 @@ def setup(upstream, tmp_path_factory):
                 {"name": "kinds", "match": {"path_prefix": "/kinds"}, "upstream": up, "auth": "login",
                  "allow": {"emails": ["Alice@Example.com"], "claims": {"groups": ["admins", "ops"]}},
                  "inject": {"X-Email": "{email}"}},
+                {"name": "sock", "match": {"path_prefix": "/sock"}, "upstream": up, "auth": "login", "strip_prefix": True,
+                 "inject": {"X-User": "{sub}", "Authorization": "Bearer {access_token}"}},
                 {"name": "maybe", "match": {"path_prefix": "/maybe"}, "upstream": up, "auth": "optional",
                  "inject": {"X-User": "{sub}"}},
                 {"name": "api", "match": {"path_prefix": "/api"}, "upstream": up, "auth": "bearer",
@@ -438,3 +440,20 @@ async def test_spoofed_identity_headers_never_reach_the_upstream(setup, tokens, 
     assert not any("_" in key for key, _ in echo["headers"])
     cookies = " ".join(value for key, value in echo["headers"] if key.lower() == "cookie")
     assert "authproxy" not in cookies  # the proxy's own cookies stay with the proxy
+
+
+async def test_websocket_upgrades_get_the_same_identity_and_no_spoofed_headers(setup):
+    proxy, _ = setup
+    async with browser() as alice:
+        await sign_in(alice, proxy, "alice", "/sock/ws")
+        async with alice.ws_connect(proxy.url.replace("http", "ws") + "/sock/ws", headers=SPOOFED) as ws:
+            await ws.send_str("headers")  # the upstream answers with the headers of its upgrade request
+            seen = json.loads((await ws.receive()).data)
+    received = {name.lower(): value for name, value in seen.items()}
+    assert received["x-user"] == "alice" and received["authorization"].startswith("Bearer ")
+    for name, value in SPOOFED.items():
+        assert received.get(name.lower()) != value, name
+    async with browser() as anonymous:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            await anonymous.ws_connect(proxy.url.replace("http", "ws") + "/sock/ws", headers={"Accept": "application/json"})
+        assert caught.value.status == 401  # no session, no upgrade
