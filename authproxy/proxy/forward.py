@@ -65,6 +65,15 @@ class ClientGone(Exception):
     """The client closed its connection while the response was being sent."""
 
 
+class UpstreamFailedEarly(Exception):
+    """The upstream failed before any response byte went to the client: ``error`` can
+    still be answered with an error page."""
+
+    def __init__(self, error: UpstreamError):
+        self.error = error
+        super().__init__(str(error))
+
+
 class Forwarder:
     """Sends requests to upstreams over pooled keep-alive connections (our own HTTP/1.1
     client); WebSocket upgrades go through aiohttp's client session."""
@@ -145,11 +154,14 @@ class Forwarder:
         status = upstream.status
         length = upstream.content_length
         try:
-            if request.method == "HEAD" or status in (204, 304) or status < 200:
+            if request.method == "HEAD" or status in (204, 304):
                 await response.prepare(request)
                 await response.write_eof()
             elif length is not None and length <= _SMALL_BODY:
-                body = await upstream.read()
+                try:
+                    body = await upstream.read()
+                except UpstreamError as exc:
+                    raise UpstreamFailedEarly(exc) from None
                 await response.prepare(request)
                 await response.write_eof(body)
             else:

@@ -17,6 +17,11 @@ llhttp (through httptools, the parser uvicorn uses), and flow control in both di
   is sent again on a new one when that is safe (idempotent, no body: RFC 9110 9.2.2).
 - Failures are typed: ``UpstreamUnavailable`` (refused, reset, invalid_response) and
   ``UpstreamTimeout``; a client body that fails its limits raises its own refusal.
+- Framing is never guessed: a body must match its Content-Length, only ``chunked`` is an
+  accepted transfer coding, a status outside 100-599, oversized headers or any byte after
+  a complete response make the connection unusable (RFC 9112 11.2: request smuggling).
+- Timeouts as nginx's: ``read`` between two reads from the upstream, counted once the
+  request is sent; the same span for each write of the request body (send timeout).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from collections.abc import AsyncIterator
 import httptools
 from multidict import CIMultiDict
 
-from authproxy.errors import RequestRejected, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from authproxy.errors import BadRequest, RequestRejected, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from authproxy.policy.routes import Origin
 
 _HIGH_WATER = 256 * 1024  # unread response bytes that pause reading from the upstream
@@ -39,6 +44,8 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 # Content-Length: 0, so the upstream does not wait for one (RFC 9110 8.6).
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 _SWEEP_INTERVAL = 10.0
+_MAX_HEADER_BYTES = 64 * 1024  # response head (nginx allows 4-8 KiB by default)
+_MAX_HEADERS = 256
 
 
 class ClientBodyFailed(Exception):
@@ -57,12 +64,24 @@ class _HeadersDone(Exception):
     """Stops the parser after a HEAD response's headers (llhttp would wait for a body)."""
 
 
+class _Unacceptable(Exception):
+    """Raised from a parser callback: the response cannot be framed safely."""
+
+
+class _Surplus(Exception):
+    """Raised from a parser callback: bytes after a complete response (never ours to read)."""
+
+
+def _invalid(reason: str = "the upstream service sent an invalid response") -> UpstreamUnavailable:
+    return UpstreamUnavailable("invalid_response", reason)
+
+
 class UpstreamResponse:
     """One response: status and headers at once, the body read as it arrives."""
 
     __slots__ = ("status", "reason", "headers", "content_length", "_connection", "_chunks", "_buffered",
                  "_complete", "_error", "_waiter", "_read_timeout", "_until_close", "_headers_done", "_writer",
-                 "_received_any", "_raw_headers", "_reason_bytes")
+                 "_received_any", "_raw_headers", "_reason_bytes", "_head_bytes")
 
     def __init__(self, connection: _Connection, read_timeout: float):
         self.status = 0
@@ -82,6 +101,7 @@ class UpstreamResponse:
         self._received_any = False
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._reason_bytes = b""
+        self._head_bytes = 0
 
     # --- fed by the connection ----------------------------------------------------
 
@@ -108,27 +128,31 @@ class UpstreamResponse:
 
     # --- read by the proxy -----------------------------------------------------------
 
-    async def _wait(self) -> None:
+    async def _wait(self, timed: bool = True) -> None:
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(self._read_timeout, self._on_timeout, waiter)
+        timer = loop.call_later(self._read_timeout, self._on_timeout, waiter) if timed else None
         try:
             await waiter
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._waiter = None
 
     def _on_timeout(self, waiter: asyncio.Future[None]) -> None:
         if not waiter.done():
             self._error = _timeout()
-            self._connection.close()
+            self._connection.abort()
             waiter.set_result(None)
 
     async def _wait_headers(self) -> None:
         while not self._headers_done:
             if self._error is not None:
                 raise self._error
-            await self._wait()
+            # The read timeout counts once the request is sent (nginx's proxy_read_timeout):
+            # a long upload is timed by its writes instead.
+            writer = self._writer
+            await self._wait(timed=writer is None or writer.done())
 
     async def readany(self) -> bytes:
         """The next body bytes (all that arrived), or b"" once the body is complete."""
@@ -153,22 +177,32 @@ class UpstreamResponse:
             parts.append(chunk)
         return b"".join(parts)
 
+    @property
+    def uploading(self) -> bool:
+        """The request body is still being sent (the upstream answered early)."""
+        return self._writer is not None and not self._writer.done()
+
+    async def stop_upload(self) -> None:
+        """Abandon the request body and wait until its writer has stopped: it reads the
+        client's body, which the server reads (drains) itself once the handler returns."""
+        writer = self._writer
+        if writer is not None and not writer.done():
+            self._connection.abort()  # the upstream got part of a body: never reuse it
+            writer.cancel()
+            await asyncio.wait({writer})
+
     def release(self) -> None:
         """Done with the response: its connection goes back to the pool when it can be
-        reused (body complete, both sides keep-alive, request fully sent), else closes."""
+        reused (body complete, both sides keep-alive, request fully sent), else closes.
+        Call ``stop_upload`` first when ``uploading``."""
         connection = self._connection
-        writer = self._writer
-        if self._complete and not self._chunks and (writer is None or writer.done()) and connection.reusable():
+        if self._complete and not self._chunks and not self.uploading and connection.reusable():
             connection.release()
         else:
-            connection.close()
-        if writer is not None and not writer.done():
-            writer.cancel()
+            connection.abort()
 
     def close(self) -> None:
-        self._connection.close()
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
+        self._connection.abort()
 
 
 class _Connection(asyncio.Protocol):
@@ -196,26 +230,30 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         response = self.response
-        if response is None:  # nothing asked: an upstream speaking out of turn is not reusable
-            self.close()
+        if response is None or response._complete:
+            # Nothing asked, or the answer was complete: bytes now are never a response to
+            # anything we sent, and a connection that carries them cannot be trusted again.
+            self.abort()
             return
         response._received_any = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HeadersDone):
+            cause = exc.__context__
+            if isinstance(cause, _HeadersDone):
                 self._keep_alive = False  # the parser still expects a body: never reuse it
                 response._finish()
+            elif isinstance(cause, _Surplus):
+                self.abort()  # the answer before them stands; the connection does not
             else:
-                response._fail(UpstreamUnavailable("invalid_response", "the upstream service sent an invalid response"))
-                self.close()
+                response._fail(_invalid())
+                self.abort()
         except httptools.HttpParserUpgrade:
-            self._keep_alive = False
-            response._fail(UpstreamUnavailable("invalid_response", "the upstream service switched protocols"))
-            self.close()
+            response._fail(_invalid("the upstream service switched protocols"))
+            self.abort()
         except httptools.HttpParserError:
-            response._fail(UpstreamUnavailable("invalid_response", "the upstream service sent an invalid response"))
-            self.close()
+            response._fail(_invalid())
+            self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -228,6 +266,7 @@ class _Connection(asyncio.Protocol):
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_exception(ConnectionResetError("upstream connection lost"))
+        self._keep_alive = False
         self._pool._forget(self)
 
     def pause_writing(self) -> None:
@@ -243,24 +282,41 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         response = self.response
-        if response is not None:
-            response._raw_headers = []
-            response._reason_bytes = b""
+        if response is None or response._complete:
+            self._keep_alive = False
+            raise _Surplus()
+        response._raw_headers = []
+        response._reason_bytes = b""
+        response._head_bytes = 0
 
     def on_status(self, status: bytes) -> None:
-        if self.response is not None:
-            self.response._reason_bytes += status
+        response = self.response
+        if response is not None:
+            response._reason_bytes += status
+            self._count_head(response, len(status))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.response is not None:
-            self.response._raw_headers.append((name, value))
+        response = self.response
+        if response is not None:
+            response._raw_headers.append((name, value))
+            self._count_head(response, len(name) + len(value))
+            if len(response._raw_headers) > _MAX_HEADERS:
+                raise _Unacceptable()
+
+    @staticmethod
+    def _count_head(response: UpstreamResponse, size: int) -> None:
+        response._head_bytes += size
+        if response._head_bytes > _MAX_HEADER_BYTES:
+            raise _Unacceptable()
 
     def on_headers_complete(self) -> None:
         response = self.response
         if response is None:
             return
         status = self._parser.get_status_code()
-        if 100 <= status < 200:  # informational (100 Continue, 103 Early Hints): not the answer
+        if not 100 <= status <= 599:
+            raise _Unacceptable()
+        if status < 200:  # informational (100 Continue, 103 Early Hints): not the answer
             self._informational = True
             return
         headers: CIMultiDict[str] = CIMultiDict()
@@ -276,6 +332,10 @@ class _Connection(asyncio.Protocol):
                 except ValueError:
                     pass
             elif lower == "transfer-encoding":
+                # Only "chunked" frames a body we can forward; other codings (or a list) would be
+                # read to the close and passed on undeclared (RFC 9112 6.1, 6.3).
+                if text.strip().lower() != "chunked":
+                    raise _Unacceptable()
                 chunked = True
         response.status = status
         response.reason = response._reason_bytes.decode("latin-1", "replace")
@@ -290,6 +350,8 @@ class _Connection(asyncio.Protocol):
             raise _HeadersDone()
 
     def on_body(self, body: bytes) -> None:
+        if self._informational:
+            raise _Unacceptable()  # a 1xx response has no body (RFC 9110 15.2)
         if self.response is not None:
             self.response._feed(body)
 
@@ -327,20 +389,30 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float) -> None:
+        """Wait until the upstream takes more; ``timeout`` is nginx's proxy_send_timeout."""
         if self.closed:
             raise ConnectionResetError("upstream connection lost")
         if self._paused_writing:
             self._drain = asyncio.get_running_loop().create_future()
             try:
-                await self._drain
+                async with asyncio.timeout(timeout):
+                    await self._drain
             finally:
                 self._drain = None
 
     def close(self) -> None:
+        """A graceful close, for an idle connection with nothing left to send."""
         self._keep_alive = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once, discarding unsent bytes: close() would wait for an upstream that
+        stopped reading, forever."""
+        self._keep_alive = False
+        if self.transport is not None:
+            self.transport.abort()
 
 
 class UpstreamPool:
@@ -375,32 +447,45 @@ class UpstreamPool:
         lines = [f"{method} {target} HTTP/1.1\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
         lines.append("\r\n")
-        head = "".join(lines).encode("utf-8", "surrogateescape")
+        text = "".join(lines)
+        # Defence in depth (the server's parser refuses these already): one CRLF per line
+        # and no NUL, so no value can start a header or a request of its own.
+        if text.count("\n") != len(lines) or text.count("\r") != len(lines) or "\x00" in text:
+            raise BadRequest("a header or the target holds a line break or NUL")
+        head = text.encode("utf-8", "surrogateescape")
+        length = int(headers["Content-Length"]) if body is not None and has_length else None
         retry_allowed = body is None and method in _IDEMPOTENT
+        fresh = False
         while True:
-            connection, reused = await self._acquire(origin, connect_timeout)
+            connection, reused = await self._acquire(origin, connect_timeout, fresh)
             response = UpstreamResponse(connection, read_timeout)
             connection.begin(response, method == "HEAD")
             connection.write(head)
             if body is not None:
                 writer = response._writer = asyncio.get_running_loop().create_task(
-                    _send_body(connection, response, body, chunked=not has_length)
+                    _send_body(connection, response, body, length, read_timeout)
                 )
-                writer.add_done_callback(_retrieved)
+                writer.add_done_callback(_writer_done)
             try:
                 await response._wait_headers()
-            except UpstreamError:
+            except BaseException as exc:  # cancellation too: nothing may outlive the request
                 writer = response._writer
-                if writer is not None and writer.done() and not writer.cancelled() and writer.exception() is not None:
-                    raise writer.exception() from None  # type: ignore[misc] - the client's body failed first
-                connection.close()
-                if reused and retry_allowed and not response._received_any and not isinstance(response._error, UpstreamTimeout):
-                    continue  # a pooled connection the upstream had closed: once more, on a new one
+                body_failed = writer is not None and writer.done() and not writer.cancelled() and writer.exception()
+                await response.stop_upload()
+                connection.abort()
+                if isinstance(exc, UpstreamError):
+                    if body_failed:
+                        raise body_failed from None  # the client's body failed first: that is the answer
+                    if reused and retry_allowed and not fresh and not response._received_any and not isinstance(
+                        exc, UpstreamTimeout
+                    ):
+                        fresh = True  # a pooled connection the upstream had closed: once more, on a new one
+                        continue
                 raise
             return response
 
-    async def _acquire(self, origin: Origin, connect_timeout: float) -> tuple[_Connection, bool]:
-        idle = self._idle.get(origin)
+    async def _acquire(self, origin: Origin, connect_timeout: float, fresh: bool = False) -> tuple[_Connection, bool]:
+        idle = None if fresh else self._idle.get(origin)
         if idle:
             now = asyncio.get_running_loop().time()
             while idle:
@@ -460,24 +545,29 @@ class UpstreamPool:
             self._sweeper.cancel()
             self._sweeper = None
         for connection in list(self._all):
-            connection.close()
+            connection.abort()
         self._idle.clear()
         await asyncio.sleep(0)  # let transports run their close callbacks
 
 
-def _retrieved(task: asyncio.Task[None]) -> None:
+def _writer_done(task: asyncio.Task[None]) -> None:
     """A body writer's failure is reported through the request (or ends with the
     response); marking it retrieved keeps asyncio from logging it again."""
     if not task.cancelled():
         task.exception()
 
 
-async def _send_body(connection: _Connection, response: UpstreamResponse, body: AsyncIterator[bytes], *, chunked: bool) -> None:
-    """Write the request body with backpressure. If the client's side fails (limits, the
-    client leaving), the upstream connection is aborted and the failure is raised here
-    for the request to report instead of an upstream error. If the upstream side fails,
-    the response reports it."""
+async def _send_body(
+    connection: _Connection, response: UpstreamResponse, body: AsyncIterator[bytes], length: int | None,
+    send_timeout: float,
+) -> None:
+    """Write the request body with backpressure: as sent (``length``, which it must
+    match exactly) or chunked. If the client's side fails (limits, the client leaving,
+    a body longer or shorter than announced) the upstream connection is aborted and the
+    failure raised here for the request to report. If the upstream side fails, the
+    response reports it."""
     chunks = body.__aiter__()
+    sent = 0
     try:
         while True:
             try:
@@ -485,21 +575,34 @@ async def _send_body(connection: _Connection, response: UpstreamResponse, body: 
             except StopAsyncIteration:
                 break
             except RequestRejected:
-                connection.close()
-                response._fail(_reset())
+                _abandon(connection, response)
                 raise
             except Exception as exc:  # the client's body stream broke: the client left
-                connection.close()
-                response._fail(_reset())
+                _abandon(connection, response)
                 raise ClientBodyFailed() from exc
             if not chunk:
                 continue  # an empty chunk would end a chunked body (RFC 9112 7.1)
-            connection.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-            await connection.drain()
-        if chunked:
+            sent += len(chunk)
+            if length is not None and sent > length:
+                # Never more than announced: the surplus would be the upstream's next request.
+                _abandon(connection, response)
+                raise ClientBodyFailed()
+            connection.write(chunk if length is not None else b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            await connection.drain(send_timeout)
+        if length is not None and sent != length:
+            _abandon(connection, response)
+            raise ClientBodyFailed()
+        if length is None:
             connection.write(b"0\r\n\r\n")
+    except TimeoutError:  # the upstream stopped taking the body: nginx's proxy_send_timeout
+        connection.abort()
+        response._fail(_timeout())
     except ConnectionError:  # the upstream went away mid-upload; the response side reports it
-        connection.close()
-    except asyncio.CancelledError:
-        connection.close()
-        raise
+        connection.abort()
+    finally:
+        response._wake()  # the read timeout starts now
+
+
+def _abandon(connection: _Connection, response: UpstreamResponse) -> None:
+    connection.abort()
+    response._fail(_reset())

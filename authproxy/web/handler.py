@@ -30,7 +30,7 @@ from authproxy.logs import AccessLog, log, loggable_path
 from authproxy.policy.paths import normalise_path, split_target
 from authproxy.policy.inject import SpoofGuard, groups_of, render_safe
 from authproxy.policy.routes import RouteTable, request_host, valid_host_header
-from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody
+from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody, UpstreamFailedEarly
 from authproxy.proxy.http_client import ClientBodyFailed
 from authproxy.proxy.headers import (
     TrustedProxies,
@@ -208,6 +208,8 @@ class ProxyHandler:
                 upstream_status = status = upstream.status
                 try:
                     return await self.forwarder.relay(request, upstream, request_id)
+                except UpstreamFailedEarly as failed:
+                    raise failed.error from None  # nothing sent yet: answered with an error page below
                 except ClientGone:
                     upstream.close()
                     raise
@@ -221,6 +223,8 @@ class ProxyHandler:
                         request.transport.close()
                     raise ClientGone() from None
                 finally:
+                    if upstream.uploading:  # the upstream answered before the body was all sent
+                        await upstream.stop_upload()
                     upstream.release()
             except RequestRejected as exc:
                 status = exc.status
@@ -390,6 +394,9 @@ def server_options(config: Config) -> dict[str, object]:
         "max_headers": limits.max_headers,
         "keepalive_timeout": limits.client_idle_timeout,
         "handler_cancellation": False,  # a client leaving must not cancel the upstream write midway
+        # Bodies pass as sent: decompressing them would make more bytes than the Content-Length
+        # forwarded with them, and the surplus would be the upstream's next request (smuggling).
+        "auto_decompress": False,
         "access_log": None,  # ours is written by the handler, with the route and request id
     }
 

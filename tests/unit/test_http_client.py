@@ -337,3 +337,120 @@ async def test_https_upstream_with_certificate_verification(tmp_path):
     finally:
         server.close()
         await server.wait_closed()
+
+
+# --- framing that must never be guessed (request smuggling, RFC 9112 11.2) ------------------------
+
+
+async def test_a_body_longer_or_shorter_than_announced_never_reaches_the_upstream_as_more(pool):
+    async def script(reader, writer, index, server):
+        server.received.append(await reader.read(65536))
+        await asyncio.sleep(0.3)
+
+    async with RawServer(script) as server:
+        for parts in ((b"abcd", b"GET /admin HTTP/1.1\r\n\r\n"), (b"ab",)):
+            with pytest.raises(ClientBodyFailed):
+                await call(pool, server.origin, "POST", body=chunks(*parts),
+                           headers={"Host": "up", "Content-Length": "4"}, has_length=True)
+    assert all(b"/admin" not in received for received in server.received)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ok(b"hello") + b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nINJECT",  # two answers to one request
+        b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 302 Found\r\nLocation: https://evil.example/\r\nContent-Length: 0\r\n\r\n",
+        ok(b"hello") + b"HTTP/1.1 302 Fou",  # a partial answer left for the next request
+    ],
+)
+async def test_bytes_after_a_complete_response_end_the_connection(pool, answer):
+    async def script(reader, writer, index, server):
+        while True:
+            await read_request(reader)
+            writer.write(answer if index == 0 else ok(b"clean"))
+
+    async with RawServer(script) as server:
+        first = await call(pool, server.origin)
+        assert first.status in (200, 204) and await first.read() in (b"hello", b"")
+        first.release()
+        await asyncio.sleep(0.05)
+        second = await call(pool, server.origin)  # another client's request: a new connection, a clean answer
+        assert (second.status, await second.read()) == (200, b"clean")
+        second.release()
+    assert server.connections == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        b"HTTP/1.1 150 Odd\r\nContent-Length: 4\r\n\r\nBODY" + ok(),
+        b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(300)) + b"Content-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-Big: " + b"v" * 70000 + b"\r\nContent-Length: 0\r\n\r\n",
+    ],
+)
+async def test_responses_that_cannot_be_framed_safely_are_invalid(pool, answer):
+    async def script(reader, writer, index, server):
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+        await asyncio.sleep(0.5)
+
+    async with RawServer(script) as server:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            response = await call(pool, server.origin)
+            await response.read()
+    assert caught.value.kind == "invalid_response"
+
+
+async def test_a_long_upload_is_not_timed_out_while_the_upstream_reads_it(pool):
+    async def script(reader, writer, index, server):
+        await read_request(reader, server)
+        writer.write(ok(b"got it"))
+
+    async def slow():
+        for _ in range(6):
+            yield b"xy"
+            await asyncio.sleep(0.1)
+
+    async with RawServer(script) as server:
+        response = await call(pool, server.origin, "POST", body=slow(), read_timeout=0.25)  # upload takes 0.6 s
+        assert await response.read() == b"got it"
+        response.release()
+    assert server.received[0].endswith(b"xy" * 6)
+
+
+async def test_an_upstream_that_stops_reading_times_out_and_leaves_nothing_behind(pool):
+    async def script(reader, writer, index, server):
+        await asyncio.sleep(3)  # never reads
+
+    async def big():
+        for _ in range(256):
+            yield b"z" * 65536
+
+    async with RawServer(script) as server:
+        with pytest.raises(UpstreamTimeout):
+            await call(pool, server.origin, "POST", body=big(), read_timeout=0.3)
+        await asyncio.sleep(0.1)
+        assert not pool._all  # aborted, not waiting forever to flush
+        assert not [task for task in asyncio.all_tasks() if "_send_body" in repr(task.get_coro())]
+
+
+async def test_a_failed_request_stops_its_upload(pool):
+    async def script(reader, writer, index, server):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.transport.abort()  # reset while the body is still coming
+
+    gate = asyncio.Event()
+
+    async def waiting_body():
+        yield b"a"
+        await gate.wait()  # the client is slow: the writer sits here
+        yield b"b"
+
+    async with RawServer(script) as server:
+        with pytest.raises(UpstreamUnavailable):
+            await call(pool, server.origin, "POST", body=waiting_body())
+    assert not [task for task in asyncio.all_tasks() if "_send_body" in repr(task.get_coro())]
