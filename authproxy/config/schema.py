@@ -24,6 +24,9 @@ Size = Annotated[int, BeforeValidator(parse_size)]
 _ROUTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 _HOST_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _METHOD = re.compile(r"[A-Z]{1,20}")
+# Headers that frame a request or its connection: never injected (a wrong value desyncs the upstream).
+_FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+                              "trailer", "upgrade", "expect", "proxy-connection", "content-encoding"})
 
 
 class ListenAddress(NamedTuple):
@@ -276,6 +279,8 @@ class Route(_Strict):
         for name, template in value.items():
             if not valid_header_name(name):
                 raise ValueError(f"inject: {name!r} is not a valid header name")
+            if name.lower() in _FRAMING_HEADERS:
+                raise ValueError(f"inject: {name} frames the request or its connection; the proxy sets it itself")
             try:
                 parse_template(template)
             except ValueError as exc:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 
@@ -178,6 +179,15 @@ class UpstreamResponse:
         return b"".join(parts)
 
     @property
+    def body_error(self) -> BaseException | None:
+        """Why the request body failed on the client's side (limits, idle time, the client
+        leaving), when it did: the real cause behind an upstream error that followed."""
+        writer = self._writer
+        if writer is None or not writer.done() or writer.cancelled():
+            return None
+        return writer.exception()
+
+    @property
     def uploading(self) -> bool:
         """The request body is still being sent (the upstream answered early)."""
         return self._writer is not None and not self._writer.done()
@@ -221,6 +231,8 @@ class _Connection(asyncio.Protocol):
         self._paused_reading = False
         self._paused_writing = False
         self._drain: asyncio.Future[None] | None = None
+        self._aborted = False  # we cut it: its end is not the upstream's end of a body
+        self._packet = 0  # size of the packet being parsed (for the response-head limit)
         self.idle_since = 0.0
 
     # --- asyncio.Protocol ----------------------------------------------------------------
@@ -236,8 +248,18 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         response._received_any = True
+        self._packet = len(data)
         try:
             self._parser.feed_data(data)
+            if not response._headers_done and response._error is None:
+                # llhttp buffers a header line until it ends, so the head is limited here, per
+                # packet, not in on_header (one endless line would otherwise fill memory).
+                response._head_bytes += len(data)
+                if response._head_bytes > _MAX_HEADER_BYTES:
+                    response._fail(_invalid())
+                    self.abort()
+                    return
+                response._wake()  # bytes arrived: the read timeout counts from now (between reads)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _HeadersDone):
@@ -259,7 +281,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         response = self.response
         if response is not None and not response._complete:
-            if response._headers_done and response._until_close and exc is None:
+            if response._headers_done and response._until_close and exc is None and not self._aborted:
                 response._finish()  # a body delimited by the connection's close (RFC 9112 6.3 item 8)
             else:
                 response._fail(_reset())
@@ -287,37 +309,29 @@ class _Connection(asyncio.Protocol):
             raise _Surplus()
         response._raw_headers = []
         response._reason_bytes = b""
-        response._head_bytes = 0
 
     def on_status(self, status: bytes) -> None:
-        response = self.response
-        if response is not None:
-            response._reason_bytes += status
-            self._count_head(response, len(status))
+        if self.response is not None:
+            self.response._reason_bytes += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        response = self.response
-        if response is not None:
-            response._raw_headers.append((name, value))
-            self._count_head(response, len(name) + len(value))
-            if len(response._raw_headers) > _MAX_HEADERS:
-                raise _Unacceptable()
-
-    @staticmethod
-    def _count_head(response: UpstreamResponse, size: int) -> None:
-        response._head_bytes += size
-        if response._head_bytes > _MAX_HEADER_BYTES:
-            raise _Unacceptable()
+        if self.response is not None:
+            self.response._raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         response = self.response
         if response is None:
             return
         status = self._parser.get_status_code()
-        if not 100 <= status <= 599:
+        if not 100 <= status <= 599 or len(response._raw_headers) > _MAX_HEADERS:
+            raise _Unacceptable()
+        if response._head_bytes + self._packet > _MAX_HEADER_BYTES and (
+            len(response._reason_bytes) + sum(len(n) + len(v) for n, v in response._raw_headers) > _MAX_HEADER_BYTES
+        ):  # counted exactly only when the packets so far could hold a head over the limit
             raise _Unacceptable()
         if status < 200:  # informational (100 Continue, 103 Early Hints): not the answer
             self._informational = True
+            response._wake()  # the upstream is alive: the read timeout starts again
             return
         headers: CIMultiDict[str] = CIMultiDict()
         chunked = False
@@ -369,7 +383,10 @@ class _Connection(asyncio.Protocol):
         self._head_request = head_request
 
     def reusable(self) -> bool:
-        return self._keep_alive and not self.closed and self.transport is not None and not self.transport.is_closing()
+        transport = self.transport
+        # Bytes of a request body still queued would go before the next request's head.
+        return (self._keep_alive and not self.closed and transport is not None and not transport.is_closing()
+                and not self._paused_writing and transport.get_write_buffer_size() == 0)
 
     def release(self) -> None:
         self.response = None
@@ -411,6 +428,7 @@ class _Connection(asyncio.Protocol):
         """Close at once, discarding unsent bytes: close() would wait for an upstream that
         stopped reading, forever."""
         self._keep_alive = False
+        self._aborted = True
         if self.transport is not None:
             self.transport.abort()
 
@@ -492,7 +510,7 @@ class UpstreamPool:
                 connection = idle.pop()
                 if connection.reusable() and now - connection.idle_since < self.keepalive_timeout:
                     return connection, True
-                connection.close()
+                connection.abort()
         return await self._connect(origin, connect_timeout), False
 
     async def _connect(self, origin: Origin, connect_timeout: float) -> _Connection:
@@ -533,7 +551,7 @@ class UpstreamPool:
             keep = [c for c in idle if c.reusable() and now - c.idle_since < self.keepalive_timeout]
             for connection in idle:
                 if connection not in keep:
-                    connection.close()
+                    connection.abort()
             if keep:
                 self._idle[origin] = keep
             else:
@@ -566,9 +584,10 @@ async def _send_body(
     a body longer or shorter than announced) the upstream connection is aborted and the
     failure raised here for the request to report. If the upstream side fails, the
     response reports it."""
-    chunks = body.__aiter__()
     sent = 0
+    chunks = None
     try:
+        chunks = body.__aiter__()
         while True:
             try:
                 chunk = await chunks.__anext__()
@@ -599,8 +618,15 @@ async def _send_body(
         response._fail(_timeout())
     except ConnectionError:  # the upstream went away mid-upload; the response side reports it
         connection.abort()
+    except BaseException:  # cancelled (stop_upload) or anything unforeseen: a partial body never stays
+        connection.abort()
+        raise
     finally:
         response._wake()  # the read timeout starts now
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
 
 
 def _abandon(connection: _Connection, response: UpstreamResponse) -> None:

@@ -209,18 +209,29 @@ class ProxyHandler:
                 try:
                     return await self.forwarder.relay(request, upstream, request_id)
                 except UpstreamFailedEarly as failed:
-                    raise failed.error from None  # nothing sent yet: answered with an error page below
+                    # Nothing sent yet: answered with an error page below. When the client's own
+                    # body failed first (too large, stalled, gone), that is the answer.
+                    cause = upstream.body_error
+                    if isinstance(cause, RequestRejected):
+                        raise cause from None
+                    if cause is not None:
+                        raise ClientGone() from None
+                    raise failed.error from None
                 except ClientGone:
                     upstream.close()
                     raise
                 except UpstreamError as exc:
                     # Headers are already sent: the only honest signal left is to cut the connection.
-                    status_if_cut = exc.status
-                    metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()
-                    self._log_upstream_error(request_id, route_name, exc, after_headers=True)
+                    cause = upstream.body_error
+                    if cause is not None:  # the client's body failed, not the upstream
+                        status_if_cut = getattr(cause, "status", CLIENT_CLOSED)
+                    else:
+                        status_if_cut = exc.status
+                        metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()
+                        self._log_upstream_error(request_id, route_name, exc, after_headers=True)
                     upstream.close()
                     if request.transport is not None:
-                        request.transport.close()
+                        request.transport.abort()
                     raise ClientGone() from None
                 finally:
                     if upstream.uploading:  # the upstream answered before the body was all sent

@@ -32,6 +32,12 @@ class RawUpstream:
                             length = int(line.split(b":")[1])
                     body = await reader.readexactly(length)
                     self.requests.append((head, body))
+                    if head.startswith(b"POST /early"):  # answers before reading the (chunked) body
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                        await writer.drain()
+                        await reader.read(1 << 20)
+                        await asyncio.sleep(2)
+                        return
                     if head.startswith(b"GET /stall"):
                         writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhal")
                         await writer.drain()
@@ -55,7 +61,7 @@ async def stack(tmp_path):
     proxy = await asyncio.to_thread(
         ProxyProcess,
         {"routes": [{"name": "raw", "upstream": f"http://127.0.0.1:{upstream.port}", "auth": "public",
-                     "timeouts": {"read": "1s"}}]},
+                     "timeouts": {"read": "1s"}, "max_body": "64KiB"}]},
         tmp_path,
     )
     yield proxy, upstream
@@ -85,3 +91,18 @@ async def test_upstream_failing_before_its_small_body_arrives_gets_an_error_page
         async with http.get(proxy.url + "/stall", headers={"Accept": "application/json"}) as response:
             assert response.status == 504
             assert (await response.json())["error"] == "gateway_timeout"
+
+
+async def test_the_clients_body_failing_after_the_upstream_answered_is_the_clients_fault(stack):
+    proxy, _ = stack
+
+    async def too_big():
+        for _ in range(8):
+            yield b"x" * 16384
+            await asyncio.sleep(0.05)
+
+    async with aiohttp.ClientSession() as http:
+        async with http.post(proxy.url + "/early", data=too_big(), headers={"Accept": "application/json"}) as response:
+            assert response.status == 413  # over max_body: not an upstream reset
+    await asyncio.sleep(0.2)
+    assert proxy.metric("authproxy_upstream_errors_total") == 0

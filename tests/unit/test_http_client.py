@@ -454,3 +454,34 @@ async def test_a_failed_request_stops_its_upload(pool):
         with pytest.raises(UpstreamUnavailable):
             await call(pool, server.origin, "POST", body=waiting_body())
     assert not [task for task in asyncio.all_tasks() if "_send_body" in repr(task.get_coro())]
+
+
+async def test_a_body_ended_by_close_is_not_complete_when_we_cut_it(pool):
+    async def script(reader, writer, index, server):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial-")
+        await writer.drain()
+        await asyncio.sleep(3)  # stalls: our read timeout cuts it, which is not the upstream's end
+
+    async with RawServer(script) as server:
+        response = await call(pool, server.origin, read_timeout=0.3)
+        with pytest.raises(UpstreamTimeout):
+            await response.read()
+        response.release()
+
+
+async def test_an_endless_header_line_is_refused_early(pool):
+    sent = []
+
+    async def script(reader, writer, index, server):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: ")
+        for _ in range(256):  # 16 MiB without a line end
+            writer.write(b"a" * 65536)
+            await writer.drain()
+            sent.append(1)
+
+    async with RawServer(script) as server:
+        with pytest.raises(UpstreamUnavailable) as caught:
+            await call(pool, server.origin)
+    assert caught.value.kind == "invalid_response" and len(sent) < 200  # refused long before the end

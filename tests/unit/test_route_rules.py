@@ -147,6 +147,8 @@ def test_every_mode_and_rule_parses():
          "routes: [{name: a, upstream: 'http://u', auth: bearer}]", "ID tokens"),
         (SIGN_IN + "forward_auth: {callers: [nonsense]}\nroutes: [{name: a, upstream: 'http://u', auth: login}]",
          "invalid network"),
+        (SIGN_IN + "routes: [{name: a, upstream: 'http://u', auth: login, inject: {Content-Length: '{sub}'}}]",
+         "frames the request"),
     ],
 )
 def test_route_rule_config_errors(text, words):
