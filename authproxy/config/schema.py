@@ -301,9 +301,11 @@ class Route(_Strict):
     def _rules_fit_the_mode(self) -> Route:
         from authproxy.policy.inject import parse_template
 
+        uses = {name: parse_template(template).uses for name, template in self.inject.items()}
+        used = frozenset().union(*uses.values())
         if self.auth == "public":
-            for name, template in self.inject.items():
-                if parse_template(template).uses - {"service_token"}:
+            for name, placeholders in uses.items():
+                if placeholders - {"service_token"}:
                     raise ValueError(f"inject.{name} needs an identity, which a public route has none of")
             if self.assertion:
                 raise ValueError("assertion needs an identity: a public route has none")
@@ -316,13 +318,10 @@ class Route(_Strict):
             )
         if self.allow is not None and self.allow.scopes is not None and self.auth != "bearer":
             raise ValueError("allow.scopes applies to bearer tokens: use it on auth: bearer routes")
-        if self.service_token is None and any(
-            "service_token" in parse_template(template).uses for template in self.inject.values()
-        ):
+        if self.service_token is None and "service_token" in used:
             raise ValueError("inject uses {service_token}: configure service_token on this route")
         if self.service_token is not None:
-            uses = {name.lower(): parse_template(template).uses for name, template in self.inject.items()}
-            if "authorization" in uses and "service_token" not in set().union(*uses.values()):
+            if any(name.lower() == "authorization" for name in uses) and "service_token" not in used:
                 raise ValueError(
                     "service_token is sent as Authorization unless a template names {service_token}, "
                     "but inject already sets Authorization: use {service_token} in one of the templates"

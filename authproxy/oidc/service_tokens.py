@@ -42,7 +42,6 @@ class ServiceTokens:
         self._cached: dict[_Key, _Cached] = {}
         self._inflight: dict[_Key, asyncio.Future[_Cached]] = {}
         self._failed: dict[_Key, tuple[float, ServiceTokenUnavailable]] = {}
-        self.grants = 0
 
     async def token(self, spec: ServiceToken) -> str:
         key = _Key(spec.client_id, tuple(spec.scopes), spec.resource)
@@ -70,7 +69,6 @@ class ServiceTokens:
         except IdpError as exc:
             log().warning("service_token_failed", extra={"fields": {"error": str(exc)}})
             raise ServiceTokenUnavailable(exc.endpoint, str(exc), rejected=isinstance(exc, IdpRejected)) from None
-        self.grants += 1
         lifetime = DEFAULT_LIFETIME if response.expires_in is None else response.expires_in
         cached = _Cached(response.access_token, self._clock() + lifetime - min(RENEW_BEFORE, lifetime / 2))
         self._cached[key] = cached

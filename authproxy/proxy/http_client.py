@@ -47,6 +47,7 @@ _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
 _SWEEP_INTERVAL = 10.0
 _MAX_HEADER_BYTES = 64 * 1024  # response head (nginx allows 4-8 KiB by default)
 _MAX_HEADERS = 256
+_NO_HEADERS: CIMultiDict[str] = CIMultiDict()  # never mutated: a response's headers before they arrive
 
 
 class ClientBodyFailed(Exception):
@@ -87,7 +88,7 @@ class UpstreamResponse:
     def __init__(self, connection: _Connection, read_timeout: float):
         self.status = 0
         self.reason = ""
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.headers: CIMultiDict[str] = _NO_HEADERS  # replaced when the head arrives
         self.content_length: int | None = None
         self._connection = connection
         self._chunks: collections.deque[bytes] = collections.deque()

@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # joserfc and cryptography load only when a provider is confi
     from authproxy.web.provider import ProviderLink
     from authproxy.web.signin import SignIn
 
-AUTH_BEARER, AUTH_FORBIDDEN = metrics.AUTH_BEARER, metrics.AUTH_FORBIDDEN
 REALM = 'realm="authproxy"'
 
 
@@ -48,7 +47,7 @@ class Identity:
     claims: Mapping[str, Any]  # the ID token's for sessions, the access token's for bearer requests
     access_token: str | None
     id_token: str | None
-    via: str  # metrics.AUTH_SESSION or AUTH_BEARER
+    via: str  # metrics.AUTH_SESSION or metrics.AUTH_BEARER
 
 
 @dataclass(slots=True)
@@ -147,10 +146,10 @@ class Gate:
                     headers["WWW-Authenticate"] = (
                         f'Bearer {REALM}, error="insufficient_scope", scope="{" ".join(denial.missing_scopes)}"'
                     )
-                accept = "application/json" if verdict.identity.via == AUTH_BEARER else request.headers.get("Accept")
+                accept = "application/json" if verdict.identity.via == metrics.AUTH_BEARER else request.headers.get("Accept")
                 response = error_response(403, "forbidden", f"access denied: {denial.reason}", request_id,
                                           accept=accept, headers=headers)
-                return Verdict(AUTH_FORBIDDEN, verdict.identity, response, "allow_rules")
+                return Verdict(metrics.AUTH_FORBIDDEN, verdict.identity, response, "allow_rules")
         return verdict
 
     async def _bearer(self, token: str | None, request_id: str) -> Verdict:
@@ -174,8 +173,8 @@ class Gate:
             return Verdict(None, None, error_response(503, "idp_unavailable", "token checks are not available right now",
                                                       request_id, accept=accept, headers={"Retry-After": "5"}), "jwks")
         sub = claims.get("sub")
-        identity = Identity(str(sub) if sub is not None else "", claims, token, None, AUTH_BEARER)
-        return Verdict(AUTH_BEARER, identity)
+        identity = Identity(str(sub) if sub is not None else "", claims, token, None, metrics.AUTH_BEARER)
+        return Verdict(metrics.AUTH_BEARER, identity)
 
     async def _session(
         self, request: web.BaseRequest, route: Route, host: str, scheme: str, path_qs: str, request_id: str,

@@ -64,8 +64,7 @@ class Rules:
 
     def __init__(self, config: Config, gate: Gate):
         self.config = config
-        groups_claim = config.oidc.effective_groups_claim if config.oidc is not None else "groups"
-        self.routes = RouteTable(config.routes, groups_claim)
+        self.routes = RouteTable(config.routes, gate.groups_claim)
         # Identity headers only the proxy may set: whatever a client sends under these
         # names (any case, "_" for "-") never reaches an upstream, on any route.
         guard = SpoofGuard(name for route in self.routes.routes for name, _ in route.injections)
