@@ -29,6 +29,7 @@ from authproxy.errors import (
 from authproxy.logs import AccessLog, log, loggable_path
 from authproxy.policy.paths import normalise_path, split_target
 from authproxy.policy.inject import SpoofGuard, groups_of, render_safe
+from authproxy.policy.original import describe as describe_original
 from authproxy.policy.routes import RouteTable, request_host, valid_host_header
 from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody, UpstreamFailedEarly
 from authproxy.proxy.http_client import ClientBodyFailed
@@ -290,11 +291,8 @@ class ProxyHandler:
         gate = rules.gate
         if not rules.forward_auth_callers.contains(peer):
             return _no_store(await self._signed_in(request, gate, request_id))
-        target = headers.get("X-Forwarded-Uri") or headers.get("X-Original-URI")
-        if not target:
-            raise BadRequest("forward-auth needs X-Forwarded-Uri or X-Original-URI describing the original request")
-        method = (headers.get("X-Forwarded-Method") or headers.get("X-Original-Method") or "GET").upper()
-        host_header = headers.get("X-Forwarded-Host", "").split(",")[0].strip() or headers.get("Host", "")
+        original = describe_original(headers)  # exactly one description, or 400
+        target, method, host_header = original.target, original.method, original.host
         if not valid_host_header(host_header):
             raise BadRequest("the forwarded Host is not a valid host[:port]")
         try:

@@ -31,6 +31,9 @@ def stack(upstream, tmp_path_factory):
             "session": {"secrets": ["${FA_SESSION_SECRET}"]},
             "routes": [  # upstreams are not contacted on this path: nginx proxies to the app
                 {"name": "public", "match": {"path_prefix": "/public"}, "upstream": upstream.url, "auth": "public"},
+                {"name": "other-host", "match": {"host": "open.example.test"}, "upstream": upstream.url, "auth": "public"},
+                {"name": "readonly", "match": {"path_prefix": "/ro", "methods": ["GET"]}, "upstream": upstream.url,
+                 "auth": "public"},
                 {"name": "admins", "match": {"path_prefix": "/admin"}, "upstream": upstream.url, "auth": "login",
                  "allow": {"groups": ["admins"]}, "inject": {"Authorization": "Bearer {access_token}"}},
                 {"name": "app", "match": {"path_prefix": "/"}, "upstream": upstream.url, "auth": "login",
@@ -112,3 +115,55 @@ async def test_denied_unauthenticated_and_public_through_nginx(stack):
         async with api.get(nginx.url + "/oauth2/auth") as response:
             assert response.status == 404  # the subrequest location is internal to nginx
     assert proxy.metric("authproxy_auth_total", route="admins", outcome="forbidden") >= 1
+
+
+# Each header a client could add to describe another request than the one nginx serves. nginx's
+# auth_request subrequest carries every header of the client's request; the shipped file sets
+# all of them from its own variables, so none of these may change what authproxy checks.
+DESCRIPTIONS = [
+    {"X-Forwarded-Uri": "/public/x"},
+    {"X-Original-URI": "/public/x"},
+    {"X-Forwarded-Uri": "/public/x", "X-Original-URI": "/public/x"},
+    {"X-Forwarded-Host": "open.example.test"},
+    {"X-Forwarded-Uri": "/public/x", "X-Forwarded-Host": "open.example.test"},
+]
+
+
+@pytest.mark.parametrize("forged", DESCRIPTIONS, ids=lambda forged: "+".join(forged))
+async def test_a_client_cannot_describe_another_uri_to_nginx(stack, forged):
+    nginx, proxy, _ = stack
+    async with aiohttp.ClientSession() as api:
+        async with api.get(nginx.url + "/admin/secret", headers={"Accept": "application/json", **forged}) as response:
+            assert response.status == 401, await response.text()  # checked as /admin/secret: sign in first
+            assert "X-Auth-Request-User" not in response.headers
+
+
+METHODS = [
+    {"X-Forwarded-Method": "GET"},
+    {"X-Original-Method": "GET"},
+    {"X-Forwarded-Method": "GET", "X-Original-Method": "GET"},
+]
+
+
+@pytest.mark.parametrize("forged", METHODS, ids=lambda forged: "+".join(forged))
+async def test_a_client_cannot_describe_another_method_to_nginx(stack, forged):
+    nginx, proxy, _ = stack
+    async with aiohttp.ClientSession() as api:
+        async with api.get(nginx.url + "/ro/x", headers={"Accept": "application/json"}) as response:
+            assert response.status == 200  # the route is public for GET ...
+        async with api.post(nginx.url + "/ro/write", data=b"x", headers={"Accept": "application/json", **forged}) as response:
+            assert response.status == 401, await response.text()  # ... and a POST is checked as a POST
+
+
+@pytest.mark.parametrize("path", ["/oauth2/%61uth", "/oauth2/auth/", "/oauth2//auth", "/oauth2/./auth"])
+async def test_forward_auth_is_not_reachable_around_the_internal_location(stack, path):
+    """Only nginx's subrequest may describe a request: through the public /oauth2/ location
+    a client's description never arrives, so no tokens or verdicts about made-up requests."""
+    nginx, proxy, _ = stack
+    async with browser() as alice:
+        await sign_in_through_nginx(alice, nginx, "alice")
+        async with alice.get(nginx.url + path, allow_redirects=False,
+                             headers={"X-Forwarded-Uri": "/app/x", "X-Original-URI": "/app/x"}) as response:
+            await response.read()
+            assert response.status in (400, 401, 404), response.status
+            assert "Authorization" not in response.headers and "X-Auth-Request-User" not in response.headers

@@ -16,6 +16,7 @@ import yaml
 import yarl
 from aiohttp import web
 
+from authproxy.policy.original import HOST_HEADERS, METHOD_HEADERS, URI_HEADERS
 from tests.support.nginx import DEPLOY_EXAMPLE, Nginx, NginxError, deploy_example
 from tests.support.processes import ROOT, free_port
 
@@ -225,6 +226,10 @@ def test_traefik_forward_auth_example():
     forward = config["middlewares"]["authproxy"]["forwardAuth"]
     assert forward["address"] == "http://authproxy:8080/oauth2/auth?redirect=1"
     assert forward["trustForwardHeader"] is False  # Traefik describes the request; a client never does
+    # none of the client's own descriptions of the request may reach authproxy beside Traefik's
+    passed = {name.lower() for name in forward["authRequestHeaders"]}
+    assert not passed & {name.lower() for name in URI_HEADERS + METHOD_HEADERS + HOST_HEADERS}
+    assert {"cookie", "authorization", "accept"} <= passed  # what authproxy decides on
     assert forward["authResponseHeaders"] == ["X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups",
                                               "Authorization"]
     routers, services = config["routers"], config["services"]

@@ -14,13 +14,14 @@ import time
 
 import aiohttp
 import pytest
+import yaml
 from yarl import URL
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from tests.integration.test_signin import SESSION_SECRET, sign_in
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, MACHINE_CLIENT_ID, MACHINE_CLIENT_SECRET, OidcProvider
-from tests.support.processes import ProxyProcess, free_port
+from tests.support.processes import ROOT, ProxyProcess, free_port
 
 API = "https://orders.example.test"
 OTHER_API = "https://other.example.test"
@@ -397,6 +398,42 @@ async def test_forward_auth_for_trusted_and_untrusted_callers(setup):
         assert "https%3A%2F%2Fapp.example.test%2Fadmins%2Fx%3Fa%3D1" in location
         async with anonymous.get(proxy.url + "/oauth2/auth", headers=traefik, allow_redirects=False) as response:
             assert response.status == 401
+
+
+def traefik_forward_auth_request(client_headers, method, host, uri, allowed):
+    """The request Traefik's forwardAuth sends for a client's request, as its documentation
+    describes it: the client's headers (only those in ``authRequestHeaders`` when that is
+    set), then Traefik's own X-Forwarded-Method/-Proto/-Host/-Uri over them
+    (``trustForwardHeader: false``)."""
+    if allowed:
+        wanted = {name.lower() for name in allowed}
+        client_headers = {name: value for name, value in client_headers.items() if name.lower() in wanted}
+    own = {"X-Forwarded-Method": method, "X-Forwarded-Proto": "https", "X-Forwarded-Host": host, "X-Forwarded-Uri": uri}
+    kept = {name: value for name, value in client_headers.items() if name.lower() not in {k.lower() for k in own}}
+    return {**kept, **own}
+
+
+TRAEFIK_FORGED = [
+    {"X-Original-URI": "/public/x"},
+    {"X-Original-URI": "/public/x", "X-Original-Method": "GET"},
+    {"X-Forwarded-Uri": "/public/x", "X-Original-URI": "/public/x"},
+]
+
+
+@pytest.mark.parametrize("forged", TRAEFIK_FORGED, ids=lambda forged: "+".join(forged))
+async def test_traefik_example_lets_no_client_describe_another_request(setup, forged):
+    """The shipped Traefik example's authRequestHeaders keeps a client's own description
+    away from authproxy; and were the list missing, authproxy would refuse the two
+    descriptions that disagree rather than check the client's."""
+    proxy, _ = setup
+    example = yaml.safe_load((ROOT / "deploy" / "traefik" / "dynamic.yml").read_text())
+    allowed = example["http"]["middlewares"]["authproxy"]["forwardAuth"]["authRequestHeaders"]
+    client = {"Accept": "application/json", **forged}
+    async with aiohttp.ClientSession() as anonymous:
+        for names, expected in ((allowed, 401), (None, 400)):
+            sent = traefik_forward_auth_request(client, "GET", "app.example.test", "/admins/x", names)
+            async with anonymous.get(proxy.url + "/oauth2/auth", headers=sent, allow_redirects=False) as response:
+                assert response.status == expected, (names, await response.text())
 
 
 # --- spoofing ----------------------------------------------------------------------------------------
