@@ -8,7 +8,8 @@ PIP_STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 NPM_STAMP := node_modules/.stamp-$(shell cat package-lock.json | md5sum | cut -c1-12)
 
 # COMMAND:PACKAGE pairs, installed only when the command is missing.
-DEBS_TEST := node:nodejs npm:npm chromium:chromium promtool:prometheus nginx:nginx
+DEBS_TEST := node:nodejs npm:npm chromium:chromium promtool:prometheus nginx:nginx \
+	podman:podman runc:runc debootstrap:debootstrap
 DEBS_BENCH := nginx:nginx wrk:wrk
 
 .PHONY: test demo bench setup debs check-config clean

@@ -5,6 +5,8 @@
     authproxy store init --config FILE create the DynamoDB session table; idempotent
     authproxy demo [--port 8480]       the demo: development provider, echo upstream and the proxy
     authproxy dev-idp [--port 9400]    a development OpenID provider that behaves like Cognito
+    authproxy config-reference [-o FILE] [--json-schema FILE]
+                                       the configuration reference (Markdown) and JSON Schema
     authproxy --version
 """
 
@@ -81,8 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     dev_idp.add_argument("--id-token-lifetime", type=int, default=3600, help="seconds (default 3600)")
     dev_idp.set_defaults(func=_dev_idp)
 
+    reference = commands.add_parser(
+        "config-reference",
+        help="write the configuration reference (Markdown) and its JSON Schema, generated from the schema",
+        description="Generate the configuration reference from the schema. The committed copies are regenerated with: "
+        "authproxy config-reference -o docs/configuration.md --json-schema docs/config.schema.json",
+    )
+    reference.add_argument("-o", "--output", default="-", help="Markdown file (default: standard output)")
+    reference.add_argument("--json-schema", metavar="FILE", help="also write a JSON Schema (for yaml-language-server)")
+    reference.set_defaults(func=_config_reference)
+
     worker = commands.add_parser("worker")  # internal: started by the supervisor
     worker.add_argument("--config", required=True)
+    worker.add_argument("--config-dir", required=True)
     worker.add_argument("--status-fd", type=int, required=True)
     worker.add_argument("--metrics-dir", required=True)
     worker.add_argument("--supervisor-pid", type=int, required=True)
@@ -90,12 +103,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(path: str | None) -> Config | None:
+def _load(path: str | None, base_dir: str | None = None) -> Config | None:
     if not path:
         print("authproxy: no configuration: pass --config FILE or set AUTHPROXY_CONFIG", file=sys.stderr)
         return None
     try:
-        return load_config(path)
+        return load_config(path, base_dir=base_dir)
     except ConfigError as exc:
         print(f"authproxy: invalid configuration ({len(exc.issues)} problem(s)):", file=sys.stderr)
         for issue in exc.issues:
@@ -134,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, args.config_dir)
     if config is None:
         return EXIT_CONFIG
     from authproxy.logs import configure_logging
@@ -144,7 +157,7 @@ def _worker(args: argparse.Namespace) -> int:
     configure_logging(config.log)
     return _run_loop(
         serve(config, config_path=args.config, reuse_port=True, status_fd=args.status_fd, serve_admin=False,
-              metrics_dir=args.metrics_dir)
+              metrics_dir=args.metrics_dir, config_dir=args.config_dir)
     )
 
 
@@ -244,6 +257,26 @@ def _dev_idp(args: argparse.Namespace) -> int:
         return 0
 
     return _run_loop(serve())
+
+
+def _config_reference(args: argparse.Namespace) -> int:
+    from authproxy.config import reference
+
+    outputs = [(args.output, reference.markdown())]
+    if args.json_schema:
+        outputs.append((args.json_schema, reference.json_schema_text()))
+    for path, text in outputs:
+        if path == "-":
+            sys.stdout.write(text)
+            continue
+        try:
+            with open(path, "w", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as exc:
+            print(f"authproxy: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:

@@ -22,11 +22,17 @@ from authproxy.config.env import substitute
 from authproxy.config.schema import Config
 from authproxy.errors import ConfigError, ConfigIssue
 
+# The keys whose values may come from a file ({file: PATH}); the schema types them Secret.
+SECRET_KEYS = ("oidc.client_secret", "session.secrets", "assertion.signing_keys", "routes[].service_token.client_secret")
 _SECRET_KEY = re.compile(r"secret|password|passwd|token|private|(^|_)key($|s$|_)", re.IGNORECASE)
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute and validate ``path``; raise ``ConfigError`` listing every problem."""
+def load_config(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None, base_dir: str | None = None
+) -> Config:
+    """Read, substitute and validate ``path``; raise ``ConfigError`` listing every problem.
+    Files the configuration names (secrets, CA bundle, TLS) are relative to ``base_dir``,
+    by default the file's own directory."""
     filename = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -34,10 +40,10 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(filename, [ConfigIssue("", f"cannot read file: {exc.strerror or exc}")]) from None
     except UnicodeDecodeError:
         raise ConfigError(filename, [ConfigIssue("", "file is not valid UTF-8")]) from None
-    return parse_config(text, filename, os.environ if environ is None else environ)
+    return parse_config(text, filename, os.environ if environ is None else environ, base_dir)
 
 
-def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> Config:
+def parse_config(text: str, filename: str, environ: Mapping[str, str], base_dir: str | None = None) -> Config:
     try:
         document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
         lines = _line_index(yaml.compose(text, Loader=yaml.SafeLoader))
@@ -54,7 +60,9 @@ def parse_config(text: str, filename: str, environ: Mapping[str, str]) -> Config
     issues += [_with_line(issue, lines) for issue in _check_route_names(substitution.document)]
     config: Config | None = None
     try:
-        config = Config.model_validate(substitution.document)
+        # Secret and CA files are named relative to the configuration file.
+        base_dir = base_dir or os.path.dirname(os.path.abspath(filename))
+        config = Config.model_validate(substitution.document, context={"base_dir": base_dir})
     except ValidationError as exc:
         # A value already reported as an unset variable would only add a confusing second error.
         unset = {issue.path for issue in substitution.issues}
@@ -119,6 +127,10 @@ def _issue_from_pydantic(error: Mapping[str, typing.Any], lines: dict[str, int],
         message = f"{error.get('input')!r} is not allowed; expected {error.get('ctx', {}).get('expected', '')}"
     elif kind == "missing":
         message = "required key is missing"
+    elif isinstance(error.get("input"), Mapping) and "file" in error["input"] and kind != "value_error":
+        # Only secret-typed keys may name a file: anywhere else its content could be sent
+        # upstream (a template naming a mounted service-account token, say).
+        message = f"{{file: ...}} is only allowed for secret keys ({', '.join(SECRET_KEYS)})"
     else:
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         value = error.get("input")

@@ -10,9 +10,21 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from yarl import URL
 
 from authproxy.config.units import parse_duration, parse_size
@@ -121,7 +133,49 @@ def parse_exact_url(value: object) -> str:
     return str(value).strip()
 
 
+def config_relative(path: str, info: ValidationInfo) -> Path:
+    """``path`` as written, or relative to the configuration file's directory."""
+    resolved = Path(path)
+    base = (info.context or {}).get("base_dir")
+    if not resolved.is_absolute() and base:
+        resolved = Path(base) / resolved
+    return resolved
+
+
+def read_secret(value: object, info: ValidationInfo) -> object:
+    """A secret is a string, or ``{file: PATH}``: the file's text without its final line
+    break (Kubernetes mounts Secrets as files, and scanners flag secrets in environment
+    variables). Read once, at load. Only secret-typed keys accept the mapping, so nothing
+    else in the config can name a file whose content would be sent anywhere (a template or
+    URL naming a mounted service-account token, say). Errors name the path, never content."""
+    if not isinstance(value, Mapping):
+        return value
+    if set(value) != {"file"} or not isinstance(value["file"], str) or not value["file"].strip():
+        raise ValueError("a secret is a string or {file: PATH}")
+    path = config_relative(value["file"].strip(), info)
+    try:
+        text = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {str(path)!r}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {str(path)!r} is not UTF-8 text") from None
+    if not text:
+        raise ValueError(f"secret file {str(path)!r} is empty")
+    return text
+
+
+def readable_file(value: object, info: ValidationInfo) -> object:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a file path")
+    path = config_relative(value.strip(), info)
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ValueError(f"cannot read file {str(path)!r}")
+    return str(path)
+
+
 ListenAddr = Annotated[ListenAddress, BeforeValidator(parse_listen)]
+Secret = Annotated[SecretStr, BeforeValidator(read_secret)]  # a string or {file: PATH}
+FilePath = Annotated[str, BeforeValidator(readable_file)]  # relative to the config file's directory
 ExactUrl = Annotated[str, BeforeValidator(parse_exact_url)]
 Network = Annotated[object, BeforeValidator(parse_network)]
 HttpUrl = Annotated[object, BeforeValidator(parse_http_url)]
@@ -244,7 +298,7 @@ class ServiceToken(_Strict):
 
     scopes: list[str] = []  # Cognito resource-server scopes, e.g. ["orders/write"]
     client_id: str | None = None  # default: oidc.client_id (Cognito code-grant clients cannot also do this)
-    client_secret: SecretStr | None = None
+    client_secret: Secret | None = None
     resource: str | None = None  # RFC 8707 resource indicator, for providers that use one
 
     @model_validator(mode="after")
@@ -342,7 +396,7 @@ class OidcConfig(_Strict):
     issuer: ExactUrl  # compared exactly with tokens' "iss"
     cognito_domain: HttpUrl | None = None  # hosted UI / managed login domain (cognito only)
     client_id: str = Field(min_length=1)
-    client_secret: SecretStr | None = None  # omit for a public client (client_auth: none)
+    client_secret: Secret | None = None  # omit for a public client (client_auth: none); a string or {file: PATH}
     client_auth: Literal["client_secret_basic", "client_secret_post", "none"] = "client_secret_basic"
     scopes: list[str] = ["openid", "email", "profile"]
     groups_claim: str | None = None  # default: "cognito:groups" (cognito), "groups" (generic)
@@ -360,6 +414,18 @@ class OidcConfig(_Strict):
     allowed_client_ids: list[str] = []  # cognito: the token's client_id must be one of these (default: [client_id])
     audiences: list[str] = []  # generic: "aud" must hold one of these; required for bearer routes
     require_at_jwt: bool = True  # generic: JOSE typ must be at+jwt (RFC 9068 2.1), so no ID token passes
+    # PEM CA bundle that replaces the system's for calls to the provider (a private Keycloak, say)
+    ca_file: FilePath | None = None
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_bundle(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=value)
+            except (ssl.SSLError, ValueError):
+                raise ValueError(f"{value!r} holds no PEM CA certificate") from None
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> OidcConfig:
@@ -383,7 +449,7 @@ class OidcConfig(_Strict):
 class SessionConfig(_Strict):
     cookie_name: str | None = None  # default "__Host-authproxy" on https, else "authproxy"
     cookie_domain: str | None = None  # share one sign-in across subdomains (prefix becomes __Secure-)
-    secrets: list[SecretStr] = Field(min_length=1)  # first encrypts, all decrypt; >= 32 characters each
+    secrets: list[Secret] = Field(min_length=1)  # first encrypts, all decrypt; >= 32 characters each; strings or {file: PATH}
     lifetime: PositiveDuration = 12 * 3600.0  # absolute
     idle_timeout: PositiveDuration = 2 * 3600.0
     refresh_before_expiry: PositiveDuration = 60.0  # clamped to half the access token's lifetime
@@ -431,7 +497,7 @@ class StoreConfig(_Strict):
 class AssertionConfig(_Strict):
     """Keys for X-Authproxy-Assertion; shared by replicas. The first signs, all are published."""
 
-    signing_keys: list[SecretStr] = Field(min_length=1)  # PEM EC P-256 private keys
+    signing_keys: list[Secret] = Field(min_length=1)  # PEM EC P-256 private keys; strings or {file: PATH}
     lifetime: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=60)] = 30.0
 
     @field_validator("signing_keys")
@@ -447,6 +513,23 @@ class AssertionConfig(_Strict):
         return value
 
 
+class TlsConfig(_Strict):
+    """Serve ``listen`` over HTTPS (e.g. a compose front door serving __Host- cookies without
+    another container). Both files are read at start and again on every reload, so a renewed
+    certificate is taken up with SIGHUP (or reload: watch) without dropping connections."""
+
+    cert_file: FilePath  # PEM certificate chain, leaf first
+    key_file: FilePath  # PEM private key of the leaf
+
+    @model_validator(mode="after")
+    def _loadable(self) -> TlsConfig:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(self.cert_file, self.key_file)
+        except (ssl.SSLError, ValueError, OSError):
+            raise ValueError("cert_file and key_file are not a PEM certificate chain and its private key") from None
+        return self
+
+
 class ForwardAuthConfig(_Strict):
     """Who may ask ``/oauth2/auth`` about another request (nginx auth_request, Traefik
     forwardAuth) and receive the route's injected headers, tokens included. Narrower
@@ -460,6 +543,7 @@ class ForwardAuthConfig(_Strict):
 class Config(_Strict):
     listen: ListenAddr = ListenAddress("0.0.0.0", 8080)
     admin_listen: ListenAddr = ListenAddress("127.0.0.1", 9090)
+    tls: TlsConfig | None = None  # serve listen over HTTPS (the admin listener stays plain HTTP)
     public_url: HttpUrl | None = None  # external base URL; required once a route signs users in
     workers: Annotated[int | str, BeforeValidator(parse_workers)] = 1  # "auto" = CPU count
     trusted_proxies: list[Network] = []  # peers whose X-Forwarded-* headers are believed
@@ -473,6 +557,10 @@ class Config(_Strict):
     assertion: AssertionConfig | None = None  # required when a route sets assertion: true
     forward_auth: ForwardAuthConfig = ForwardAuthConfig()
     reload: Literal["signal", "watch"] = "signal"  # SIGHUP reloads; watch also reloads when the file changes
+    # The one directory authproxy writes to (with workers > 1: metrics snapshots and the last
+    # good config copy). Default: $TMPDIR, else /tmp. With a read-only root filesystem, mount
+    # an emptyDir/tmpfs here.
+    runtime_dir: str | None = None
     routes: list[Route] = Field(min_length=1)
 
     @field_validator("proxy_prefix")

@@ -22,9 +22,10 @@ from authproxy.errors import ConfigError
 from authproxy.logs import log
 
 # What a running process cannot change: sockets, processes, the provider and session
-# machinery built at start-up. Routes, trusted_proxies and assertion keys reload.
+# machinery built at start-up. Routes, trusted_proxies, assertion keys and the TLS
+# certificate reload.
 RESTART_KEYS = ("listen", "admin_listen", "workers", "public_url", "proxy_prefix", "oidc", "session", "store",
-                "limits", "log", "shutdown_timeout", "reload")
+                "limits", "log", "shutdown_timeout", "reload", "runtime_dir")
 WATCH_INTERVAL = 1.0  # seconds between checks of the file under reload: watch
 
 
@@ -32,8 +33,9 @@ class Reloader:
     """``apply(config, text)`` receives the validated configuration and the exact text it
     came from (the supervisor hands that text on to its workers)."""
 
-    def __init__(self, path: str, config: Config, apply: Callable[[Config, str], None]):
+    def __init__(self, path: str, config: Config, apply: Callable[[Config, str], None], base_dir: str | None = None):
         self.path = path
+        self.base_dir = base_dir  # where relative file names resolve (see load_config)
         self.config = config
         self._apply = apply
         self._fingerprint = _fingerprint(path)
@@ -42,12 +44,14 @@ class Reloader:
         """Load, check and apply the file; True when the new rules serve from now on."""
         try:
             text = Path(self.path).read_text(encoding="utf-8")
-            config = parse_config(text, self.path, os.environ)
+            config = parse_config(text, self.path, os.environ, self.base_dir)
         except ConfigError as exc:
             return self._refused(trigger, [issue.render(exc.filename) for issue in exc.issues])
         except (OSError, UnicodeDecodeError) as exc:
             return self._refused(trigger, [f"{self.path}: cannot read file ({type(exc).__name__})"])
         changed = [key for key in RESTART_KEYS if getattr(config, key) != getattr(self.config, key)]
+        if (config.tls is None) != (self.config.tls is None):
+            changed.append("tls (on or off)")  # a reload renews the certificate, it cannot add TLS
         if changed:
             return self._refused(trigger, [f"{', '.join(changed)} changed, which needs a restart"])
         try:

@@ -12,13 +12,14 @@ import asyncio
 import gc
 import os
 import signal
+import ssl
 from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
 
 from authproxy import __version__, metrics
-from authproxy.config.schema import Config
+from authproxy.config.schema import Config, TlsConfig
 from authproxy.logs import AccessLog, log
 from authproxy.proxy.forward import Forwarder
 from authproxy.web.admin import Readiness, admin_app, readiness_probe
@@ -47,6 +48,7 @@ async def serve(
     status_fd: int | None = None,
     serve_admin: bool = True,
     metrics_dir: str | None = None,
+    config_dir: str | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT; return the process exit code.
 
@@ -73,7 +75,10 @@ async def serve(
         from authproxy.oidc.service_tokens import ServiceTokens
         from authproxy.web.provider import ProviderLink
 
-        idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=False)
+        # trust_env: HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply to the provider's calls when set
+        # (botocore honours them for DynamoDB on its own). Upstreams are never proxied.
+        idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True,
+                                         connector=aiohttp.TCPConnector(ssl=provider_tls(config.oidc.ca_file)))
         provider = ProviderLink(config.oidc, idp_http, readiness)
         service_tokens = ServiceTokens(lambda: provider.client if provider is not None else None)
         if config.session is not None and config.public_url is not None:
@@ -95,13 +100,18 @@ async def serve(
 
     handler = ProxyHandler(compile_rules(config), forwarder, AccessLog(config.log), sign_in)
 
+    listener_tls = listener_tls_context(config.tls) if config.tls is not None else None
+
     def apply(new: Config, _text: str) -> None:
+        if listener_tls is not None and new.tls is not None:
+            # New handshakes get the renewed certificate; open connections keep theirs.
+            listener_tls.load_cert_chain(new.tls.cert_file, new.tls.key_file)
         rules = compile_rules(new)
         if sign_in is not None:
             sign_in.routes_changed(new)
         handler.rules = rules  # one assignment: a request sees the old rules or the new, never a mix
 
-    reloader = Reloader(config_path, config, apply) if config_path is not None else None
+    reloader = Reloader(config_path, config, apply, config_dir) if config_path is not None else None
     loop.add_signal_handler(signal.SIGHUP, on_signal_reload(reloader))
     if reloader is not None and config.reload == "watch":
         watching = asyncio.create_task(reloader.watch())
@@ -111,7 +121,8 @@ async def serve(
     try:
         await runner.setup()
         listen = config.listen
-        site = web.TCPSite(runner, listen.host, listen.port, reuse_port=reuse_port or None, backlog=1024)
+        site = web.TCPSite(runner, listen.host, listen.port, reuse_port=reuse_port or None, backlog=1024,
+                           ssl_context=listener_tls)
         try:
             await site.start()
         except OSError as exc:
@@ -168,6 +179,19 @@ async def serve(
             await store.close()
         if admin_runner is not None:
             await admin_runner.cleanup()
+
+
+def provider_tls(ca_file: str | None) -> ssl.SSLContext | bool:
+    """Certificate checks for the provider: the system's CAs, or only ``oidc.ca_file``'s."""
+    return ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
+
+
+def listener_tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
 
 
 def _tune_garbage_collector() -> None:

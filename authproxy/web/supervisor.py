@@ -59,9 +59,10 @@ class Supervisor:
         self.stopping = False
         self.exit_code = 0
         self._stop = asyncio.Event()
-        self._metrics_dir = tempfile.mkdtemp(prefix="authproxy-metrics-")
+        runtime_dir = config.runtime_dir  # None: tempfile's default ($TMPDIR, else /tmp)
+        self._metrics_dir = tempfile.mkdtemp(prefix="authproxy-metrics-", dir=runtime_dir)
         # The last good configuration text, which workers read (see the module docstring).
-        self._state_dir = tempfile.mkdtemp(prefix="authproxy-config-")
+        self._state_dir = tempfile.mkdtemp(prefix="authproxy-config-", dir=runtime_dir)
         self._good_config = os.path.join(self._state_dir, os.path.basename(config_path))
         shutil.copyfile(config_path, self._good_config)
         self._reloader = Reloader(config_path, config, self._accept_reload)
@@ -148,6 +149,8 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "authproxy", "worker",
                 "--config", self._good_config,
+                # the copy lives elsewhere: file names in it resolve next to the original
+                "--config-dir", os.path.dirname(os.path.abspath(self.config_path)),
                 "--status-fd", str(write_fd),
                 "--metrics-dir", self._metrics_dir,
                 "--supervisor-pid", str(os.getpid()),

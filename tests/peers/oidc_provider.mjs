@@ -25,12 +25,15 @@
 // token-endpoint grant, so tests can count what reached the provider; "token access|refresh <value>"
 // for every opaque access and refresh token issued (JWT access tokens print nothing: not stored).
 import * as crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.argv[2]);
 const options = JSON.parse(process.argv[3] || '{}');
-const issuer = `http://127.0.0.1:${port}`;
+// options.tls = {cert, key} (PEM file paths): serve HTTPS, for tests of oidc.ca_file and proxies.
+const issuer = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 
 const accounts = {
   alice: { email: 'alice@example.com', name: 'Alice', groups: ['admins'] },
@@ -129,6 +132,9 @@ provider.on('grant.error', (ctx, err) => {
   process.stdout.write(`event grant.error ${ctx.oidc.params && ctx.oidc.params.grant_type} ${err.error || err.message}\n`);
 });
 
-http.createServer(provider.callback()).listen(port, '127.0.0.1', () => {
+const server = options.tls
+  ? https.createServer({ cert: fs.readFileSync(options.tls.cert), key: fs.readFileSync(options.tls.key) }, provider.callback())
+  : http.createServer(provider.callback());
+server.listen(port, '127.0.0.1', () => {
   process.stdout.write(`ready ${issuer}\n`);
 });

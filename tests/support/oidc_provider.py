@@ -44,7 +44,8 @@ class OidcProvider:
     ``None`` (the default) means one such client with the defaults when ``resources`` is given,
     none otherwise; ``[]`` means none.
     Other keyword options go to the peer as they are (accessTokenTtl, idTokenTtl,
-    rotateRefreshToken, useGrantedResource).
+    rotateRefreshToken, useGrantedResource, and ``tls={"cert": PATH, "key": PATH}`` to serve
+    HTTPS: the issuer is then ``https://127.0.0.1:PORT``).
     """
 
     def __init__(
@@ -82,6 +83,7 @@ class OidcProvider:
                     **machine,
                 }
             )
+        self.scheme = "https" if options.get("tls") else "http"
         config = {"clients": clients, **options}
         if resources:
             config["resources"] = {
@@ -116,7 +118,7 @@ class OidcProvider:
 
     @property
     def issuer(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def grants(self, grant_type: str) -> int:
         return sum(1 for event in self.events if event == f"grant.success {grant_type}")
