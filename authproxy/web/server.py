@@ -25,6 +25,7 @@ from authproxy.proxy.forward import Forwarder
 from authproxy.web.admin import Readiness, admin_app, readiness_probe
 from authproxy.web.gate import Gate
 from authproxy.web.handler import ProxyHandler, Rules, server_options
+from authproxy.web.parser_errors import SafeAppRunner, SafeServer
 from authproxy.web.reload import Reloader, on_signal_reload
 
 if TYPE_CHECKING:
@@ -116,7 +117,7 @@ async def serve(
     if reloader is not None and config.reload == "watch":
         watching = asyncio.create_task(reloader.watch())
     # Draining is ours (see _drain); aiohttp's own wait then only closes what is left.
-    runner = web.ServerRunner(web.Server(handler, **server_options(config)), shutdown_timeout=_FINAL_CLOSE)
+    runner = web.ServerRunner(SafeServer(handler, **server_options(config)), shutdown_timeout=_FINAL_CLOSE)
     admin_runner: web.AppRunner | None = None
     try:
         await runner.setup()
@@ -129,7 +130,7 @@ async def serve(
             log().error("listen_failed", extra={"fields": {"address": str(listen), "error": exc.strerror or str(exc)}})
             return 1
         if serve_admin:
-            admin_runner = web.AppRunner(admin_app(readiness_probe(readiness)), access_log=None)
+            admin_runner = SafeAppRunner(admin_app(readiness_probe(readiness)), access_log=None)
             await admin_runner.setup()
             admin = config.admin_listen
             try:

@@ -31,6 +31,7 @@ from authproxy import metrics
 from authproxy.config.schema import Config
 from authproxy.logs import log
 from authproxy.web.admin import admin_app
+from authproxy.web.parser_errors import SafeAppRunner
 from authproxy.web.reload import Reloader
 from authproxy.web.server import STATUS_READY, STATUS_STOPPING
 
@@ -73,7 +74,7 @@ class Supervisor:
             loop.add_signal_handler(signum, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._reload("signal"))
         watching = asyncio.create_task(self._reloader.watch()) if self.config.reload == "watch" else None
-        admin_runner = web.AppRunner(admin_app(self.readiness, self.exposition), access_log=None)
+        admin_runner = SafeAppRunner(admin_app(self.readiness, self.exposition), access_log=None)
         try:
             await admin_runner.setup()
             admin = self.config.admin_listen
