@@ -8,6 +8,9 @@ a public key (RFC 8725 2.1, 3.1) can pass.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,8 +42,45 @@ class TokenRules:
     algorithms: Collection[str] = ALLOWED_ALGORITHMS
 
 
+def check_header(token: str, algorithms: Collection[str]) -> None:
+    """The protected header's shape, before any library reads it: a JSON object whose
+    ``alg`` is one we accept and whose ``kid`` and ``typ`` are strings when present, and
+    no ``crit`` at all: we understand no JWS extension, so RFC 7515 4.1.11 requires us to
+    refuse any token that marks one critical (and a library given a malformed ``crit``
+    may fail in ways it does not report as a bad token)."""
+    encoded, dot, _ = token.partition(".")
+    if not dot or token.count(".") != 2:
+        raise TokenInvalid("malformed")
+    try:
+        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise TokenInvalid("malformed") from None
+    if not isinstance(header, dict):
+        raise TokenInvalid("malformed")
+    if "crit" in header:
+        raise TokenInvalid("unsupported_critical_header")
+    if not isinstance(header.get("alg"), str) or header["alg"] not in algorithms:
+        raise TokenInvalid("unacceptable_algorithm_or_key")
+    for name in ("kid", "typ"):
+        if name in header and not isinstance(header[name], str):
+            raise TokenInvalid("malformed_header", f"{name} must be a string")
+
+
 def verify_token(token: str, keys: KeySet, rules: TokenRules, now: int) -> dict[str, Any]:
-    """The verified claims of ``token``; raises ``TokenInvalid`` (or ``UnknownSigningKey``)."""
+    """The verified claims of ``token``; raises ``TokenInvalid`` (or ``UnknownSigningKey``),
+    and nothing else, however the token is malformed: anything a client sends is at worst
+    an invalid token (401), never a 500. Fetching keys happens elsewhere, so a provider
+    outage is never mistaken for a bad token."""
+    check_header(token, rules.algorithms)
+    try:
+        return _verify(token, keys, rules, now)
+    except TokenInvalid:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a library's surprise about hostile input is a bad token
+        raise TokenInvalid("malformed", type(exc).__name__) from None
+
+
+def _verify(token: str, keys: KeySet, rules: TokenRules, now: int) -> dict[str, Any]:
     try:
         decoded = jwt.decode(token, keys, algorithms=list(rules.algorithms))
     except InvalidKeyIdError:

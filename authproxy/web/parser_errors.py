@@ -47,11 +47,13 @@ class SafeRequestHandler(RequestHandler):
         status = status if 400 <= status <= 599 else 500
         error, text = refusal(status, exc)
         request_id = request_id_from(request.headers)  # no headers were parsed: always a new one
-        log().warning(
-            "request_refused_by_parser",
-            extra={"fields": {"request_id": request_id, "status": status, "kind": type(exc).__name__ if exc else None,
-                              "client": request.remote}},
-        )
+        fields = {"request_id": request_id, "status": status, "kind": type(exc).__name__ if exc else None,
+                  "client": request.remote}
+        if error == "internal_error" and exc is not None:
+            # A bug of ours, not the client's bytes: the traceback is what finds it.
+            log().error("unhandled_error", exc_info=exc, extra={"fields": fields})
+        else:
+            log().warning("request_refused_by_parser", extra={"fields": fields})
         # Without parsed headers there is no Accept to go by: the page is for a browser (the
         # one case where it matters is a page padding its own cookies), and says it plainly.
         response = error_response(status, error, text, request_id, accept="text/html")
