@@ -97,6 +97,14 @@ def demo_config(ports: DemoPorts, issuer: str, upstream: str) -> Config:
     )
 
 
+def injected_headers(config: Config) -> list[str]:
+    """The header names the proxy adds on some route: what the echo page shows first."""
+    names = [name for route in config.routes for name in route.inject]
+    if any(route.assertion for route in config.routes):
+        names.append("X-Authproxy-Assertion")
+    return list(dict.fromkeys(names))
+
+
 LINKS = (
     ("Home (sign-in required)", "/"),
     ("Admins only", "/admin/"),
@@ -143,10 +151,15 @@ async def run_demo(ports: DemoPorts, explicit: set[str], out: TextIO = sys.stdou
     public = f"http://{HOST}:{ports.proxy}"
     clients = idp.demo_clients(redirect_uris=[f"{public}/oauth2/callback"], logout_uris=[f"{public}/"])
     provider = await idp.start(clients, host=HOST, port=ports.idp, announce=lambda text: print(text, file=out, flush=True))
-    upstream_runner, _ = await echo.start_echo(host=HOST, port=ports.upstream, title="authproxy demo: what the upstream received",
-                                               links=LINKS)
     try:
         config = demo_config(ports, provider.issuer, f"http://{HOST}:{ports.upstream}")
+        upstream_runner, _ = await echo.start_echo(host=HOST, port=ports.upstream,
+                                                   title="authproxy demo: what the upstream received",
+                                                   links=LINKS, injected=injected_headers(config))
+    except BaseException:
+        await provider.close()
+        raise
+    try:
         proxy = asyncio.create_task(serve(config))
         await _until_ready(f"http://{HOST}:{ports.admin}/readyz", proxy)
         print(f"\nOpen {public}/", file=out, flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -29,8 +30,11 @@ _PAGE = """<!doctype html>
 <title>{status} {title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}
 h1{{font-size:1.5rem}}code{{background:#eee;padding:.1rem .3rem}}</style></head>
-<body><h1>{status} {title}</h1><p>{message}</p><p>Request id: <code>{request_id}</code></p></body></html>
+<body><h1>{status} {title}</h1><p>{message}</p>{who}<ul>{links}</ul>
+<p>Request id: <code>{request_id}</code></p></body></html>
 """
+# What a person can do next, by status: every page also links the home page.
+_RETRY = (502, 503, 504)
 
 
 def wants_html(accept: str | None) -> bool:
@@ -46,17 +50,27 @@ def error_response(
     *,
     accept: str | None,
     headers: dict[str, str] | None = None,
+    signed_in_as: str | None = None,
+    links: Sequence[tuple[str, str]] = (),
 ) -> web.Response:
-    """The proxy's own error response; ``message`` must be safe to show to anyone."""
+    """The proxy's own error response; ``message`` must be safe to show to anyone.
+
+    On the HTML page only: ``signed_in_as`` names the user (so a refused user sees which
+    account was refused), and ``links`` (label, href) offer a way out before the home page;
+    502-504 pages also offer to try again. Everything shown is escaped."""
     extra = {"Cache-Control": "no-store", "X-Request-Id": request_id, "Server": "authproxy"}
     if headers:
         extra.update(headers)
     if wants_html(accept):
         title = _TITLES.get(status, "Error")
+        who = f"<p>You are signed in as <b>{html.escape(signed_in_as)}</b>.</p>" if signed_in_as else ""
+        ways = [*links, *([("Try again", "")] if status in _RETRY else []), ("Go to the home page", "/")]
         body = _PAGE.format(
             status=status,
             title=html.escape(title),
             message=html.escape(message),
+            who=who,
+            links="".join(f'<li><a href="{html.escape(href)}">{html.escape(label)}</a></li>' for label, href in ways),
             request_id=html.escape(request_id),
         )
         return web.Response(status=status, text=body, content_type="text/html", headers=extra)

@@ -103,6 +103,7 @@ class Gate:
         self.signer = signer
         self.rules = bearer_rules(config.oidc) if config.oidc is not None else None
         self.groups_claim = config.oidc.effective_groups_claim if config.oidc is not None else "groups"
+        self.sign_out_path = f"{config.proxy_prefix}/sign_out"  # offered on the 403 page, to try another account
 
     async def evaluate(
         self,
@@ -148,7 +149,8 @@ class Gate:
                     )
                 accept = "application/json" if verdict.identity.via == metrics.AUTH_BEARER else request.headers.get("Accept")
                 response = error_response(403, "forbidden", f"access denied: {denial.reason}", request_id,
-                                          accept=accept, headers=headers)
+                                          accept=accept, headers=headers, signed_in_as=display_name(verdict.identity),
+                                          links=[("Sign out, to use another account", self.sign_out_path)])
                 return Verdict(metrics.AUTH_FORBIDDEN, verdict.identity, response, "allow_rules")
         return verdict
 
@@ -230,6 +232,15 @@ class Gate:
                                          groups_of(identity.claims, self.groups_claim), int(time.time()))
             headers.append(("X-Authproxy-Assertion", assertion))
         return headers
+
+
+def display_name(identity: Identity) -> str:
+    """Who a person is signed in as, in their own words: email, else a username, else sub."""
+    for claim in ("email", "preferred_username", "cognito:username", "username", "name"):
+        value = identity.claims.get(claim)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return identity.sub
 
 
 def session_identity(session: Session) -> Identity:

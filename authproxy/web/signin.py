@@ -24,7 +24,7 @@ from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
 from authproxy.oidc.endpoints import logout_url
 from authproxy.oidc.flow import TRANSACTION_LIFETIME, Transaction, authorization_url
 from authproxy.oidc.redirects import RedirectPolicy
-from authproxy.oidc.verify import TokenInvalid, TokenRules
+from authproxy.oidc.verify import TokenInvalid, TokenRules, UnknownSigningKey, verify_token
 from authproxy.proxy.pages import error_response, wants_html
 from authproxy.session.cookies import CookiePolicy, SessionTicket, request_cookies
 from authproxy.session.crypto import SecretBox, Unsealable
@@ -85,8 +85,9 @@ class SignIn:
         found = await self.sessions.load(ticket, now)
         return (ticket, found[0]) if found is not None else None
 
-    async def _verify_refreshed(self, id_token: str, now: int) -> dict[str, Any]:
-        """An ID token from a refresh: same issuer and audience, no nonce (OIDC Core 12.2)."""
+    async def _verify_refreshed(self, id_token: str, now: int, fetch: bool = True) -> dict[str, Any]:
+        """An ID token from a refresh: same issuer and audience, no nonce (OIDC Core 12.2);
+        the refresher compares ``sub``. ``fetch`` False: the cached keys only (inside a lease)."""
         assert self.client is not None
         rules = TokenRules(
             issuer=self.oidc.issuer,
@@ -95,6 +96,11 @@ class SignIn:
             token_use="id" if self.oidc.provider == "cognito" else None,
             id_token=True,
         )
+        if not fetch:
+            keys = self.client.jwks.keys
+            if keys is None:
+                raise UnknownSigningKey("unknown_key", "no keys loaded yet")
+            return verify_token(id_token, keys, rules, now)
         return await self.client.verify(id_token, rules, now)
 
     async def session_for_route(
@@ -130,6 +136,7 @@ class SignIn:
         return error_response(
             401, "unauthorized", "sign-in required", request_id, accept=accept,
             headers={"WWW-Authenticate": 'Bearer realm="authproxy"'},
+            links=[("Sign in", f"{self.prefix}/start?" + urlencode({"rd": "/"}))],
         )
 
     # --- the proxy's own endpoints ------------------------------------------------------
@@ -285,19 +292,24 @@ class SignIn:
         if not self._same_origin(request):
             # A third-party page must not sign users out (logout CSRF): ask instead.
             return _confirmation_page(f"{self.prefix}/sign_out?" + urlencode({"rd": target}), request_id)
+        revoke: list[str] = []
         try:
             found = await self.current(request, int(time.time()))
             if found is not None:
-                await self.sessions.end(found[0])
+                # The store's refresh token, which a refresh on another replica may have
+                # made newer than ours, and any newer one this process has not saved yet.
+                revoke = await self.sessions.end(found[0])
         except StoreError:
             return error_response(503, "store_unavailable", "sign-out cannot complete right now; try again", request_id,
                                   accept=request.headers.get("Accept"), headers={"Retry-After": "5"})
         location = target
         if found is not None:
             ticket, session = found
-            if session.refresh_token and self.client is not None:
+            for refresh_token in revoke or ([session.refresh_token] if session.refresh_token else []):
+                if self.client is None:
+                    break
                 try:
-                    await self.client.revoke(session.refresh_token)  # RFC 7009
+                    await self.client.revoke(refresh_token)  # RFC 7009
                 except IdpError as exc:
                     log().warning("revocation_failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
             assert self.client is not None

@@ -80,6 +80,9 @@ async def test_demo_in_chromium(demo):
             assert '"username": "alice"' in text and '"token_use": "access"' in text  # her decoded access token
             assert "alice@example.com" in text and "admins" in text
             assert re.search(r"Expires .* \(\d+ s left\)", text)
+            # what authproxy added comes first, then what the browser sent
+            assert text.index("Added by authproxy") < text.index("Bearer eyJ") < text.index("From your browser")
+            assert text.index("From your browser") < text.index("User-Agent")
             await page.click("text=Admins only")
             await page.wait_for_url(url + "/admin/")
             text = await page.inner_text("body")
@@ -96,6 +99,9 @@ async def test_demo_in_chromium(demo):
             assert response.status == 403
             text = await page.inner_text("body")
             assert "Access denied" in text and "admins" in text
+            assert "You are signed in as bob@example.com." in text  # and a way out:
+            await page.click("text=Sign out, to use another account")
+            await page.wait_for_url(re.compile(re.escape(issuer) + "/oauth2/authorize.*"))
         finally:
             await browser.close()
 

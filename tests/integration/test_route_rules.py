@@ -202,6 +202,28 @@ async def test_bearer_rejections_name_their_reason(setup, tokens, make, reason):
     assert make(tokens) not in body  # the token is never echoed
 
 
+# JOSE headers that made joserfc raise TypeError (a 500 and a traceback) before the header's
+# shape was checked first; alice's real signature stays on, so only the header is hostile.
+HOSTILE_HEADERS = [{"crit": value} for value in (5, None, True, [1], [None], [{}], [["x"]])] + [
+    {"kid": 5}, {"kid": None}, {"typ": ["at+jwt"]}, {"alg": ["RS256"]},
+]
+
+
+@pytest.mark.parametrize("change", HOSTILE_HEADERS, ids=lambda change: json.dumps(change))
+@pytest.mark.parametrize("where", ["/api/x", "/either/x", "/oauth2/auth"])
+async def test_a_malformed_jose_header_is_an_invalid_token_never_a_500(setup, tokens, change, where):
+    proxy, _ = setup
+    header = {**json.loads(base64.urlsafe_b64decode(tokens["alice_read"].split(".")[0] + "==")), **change}
+    token = forged(tokens, lambda h, p, s: f"{_b64(header)}.{p}.{s}")
+    extra = {"X-Original-URI": "/api/x", "X-Original-Method": "GET"} if where == "/oauth2/auth" else {}
+    async with aiohttp.ClientSession() as http:
+        status, headers, body = await get(http, proxy.url + where,
+                                          headers={"Authorization": f"Bearer {token}", "Accept": "application/json", **extra})
+    assert status == 401, body
+    assert 'error="invalid_token"' in headers["WWW-Authenticate"]
+    assert "Traceback" not in proxy.logs()
+
+
 async def test_bearer_without_token_and_insufficient_scope(setup, tokens):
     proxy, _ = setup
     async with aiohttp.ClientSession() as http:
@@ -241,6 +263,16 @@ async def test_allow_groups_admit_alice_and_refuse_bob_with_a_page_naming_the_gr
         status, headers, body = await get(bob, proxy.url + "/admins/x")
         assert status == 403 and headers["Content-Type"].startswith("text/html")
         assert "admins" in body and "Access denied" in body
+        # A way out: who is refused, a sign-out to try another account, the home page; no secrets.
+        assert "You are signed in as <b>bob@example.com</b>." in body
+        assert '<a href="/oauth2/sign_out">' in body and '<a href="/">' in body
+        cookies = [cookie.value for cookie in bob.cookie_jar if len(cookie.value) >= 8]
+        assert cookies and not any(value in body for value in cookies) and "eyJ" not in body
+        status, headers, _ = await get(bob, proxy.url + "/oauth2/sign_out", headers={"Sec-Fetch-Site": "same-origin"})
+        assert status == 302  # the link signs bob out (on to the provider's logout)
+        status, headers, _ = await get(bob, proxy.url + "/admins/x")
+        assert status == 302 and "/oauth2/start" in headers["Location"]  # and the next visit asks for a sign-in
+        await sign_in(bob, proxy, "bob", "/admins/x")
         status, _, body = await get(bob, proxy.url + "/admins/x", headers={"Accept": "application/json"})
         assert status == 403 and json.loads(body)["error"] == "forbidden"
         assert "membership in one of: admins" in json.loads(body)["message"]

@@ -7,6 +7,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from authproxy.demo.echo import NOT_VERIFIED, create_echo_app, prefers_html
+from authproxy.demo.run import DemoPorts, demo_config, injected_headers
 
 NOW = 1_800_000_000
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
@@ -24,7 +25,8 @@ def token(key: RSAKey, **claims) -> str:
 
 @pytest.fixture
 async def echo(aiohttp_client):
-    app = create_echo_app(title="Demo upstream", links=[("Public", "/public"), ("Sign out", "/oauth2/sign_out?rd=/&x=<y>")], clock=lambda: NOW)
+    app = create_echo_app(title="Demo upstream", links=[("Public", "/public"), ("Sign out", "/oauth2/sign_out?rd=/&x=<y>")],
+                          clock=lambda: NOW, injected=["Authorization", "X-User-Email", "X-Authproxy-Assertion"])
     return await aiohttp_client(app)
 
 
@@ -105,3 +107,34 @@ async def test_other_headers_are_only_decoded_when_they_hold_a_jwt(echo, key):
 )
 def test_accept_negotiation(accept, html):
     assert prefers_html(accept) is html
+
+
+async def test_the_page_leads_with_what_authproxy_added(echo, key):
+    access = token(key, sub="alice-sub", token_use="access")
+    response = await echo.get("/", headers={
+        "Accept": BROWSER_ACCEPT, "User-Agent": "Chromium", "X-Forwarded-For": "127.0.0.1",
+        "x-user-email": "alice@example.com", "Authorization": f"Bearer {access}", "X-Request-Id": "r1",
+    })
+    page = await response.text()
+    added, browser = page.split("<h2>From your browser")
+    assert "<h2>Added by authproxy (4)</h2>" in added
+    # identity first, then the forwarding headers
+    identity = [added.lower().index(f"<th>{name}</th>") for name in ("authorization", "x-user-email")]
+    forwarding = [added.lower().index(f"<th>{name}</th>") for name in ("x-forwarded-for", "x-request-id")]
+    assert max(identity) < min(forwarding)
+    assert "Authorization: JWT" in added  # its decoded token right under it
+    assert "<th>User-Agent</th>" in browser and "Authorization" not in browser
+    report = await (await echo.get("/", headers={"X-User-Email": "a@b", "X-Forwarded-Proto": "http"})).json()
+    assert report["added_by_proxy"] == ["X-User-Email", "X-Forwarded-Proto"]
+
+
+async def test_nothing_added_says_so(echo):
+    page = await (await echo.get("/", headers={"Accept": "text/html"})).text()
+    assert "<h2>Added by authproxy (0)</h2><p>Nothing: this route adds no identity.</p>" in page
+
+
+def test_the_demo_tells_the_echo_every_header_its_routes_add():
+    config = demo_config(DemoPorts(), "http://127.0.0.1:8481", "http://127.0.0.1:8482")
+    names = injected_headers(config)
+    assert {"Authorization", "X-User-Email", "X-User-Groups", "X-User-Sub", "X-Client-Id", "X-Authproxy-Assertion"} <= set(names)
+    assert len(names) == len(set(names))
