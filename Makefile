@@ -12,7 +12,7 @@ DEBS_TEST := node:nodejs npm:npm chromium:chromium promtool:prometheus nginx:ngi
 	podman:podman runc:runc debootstrap:debootstrap
 DEBS_BENCH := nginx:nginx wrk:wrk
 
-.PHONY: test demo bench setup debs check-config clean
+.PHONY: test demo bench fuzz setup debs check-config clean
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -24,6 +24,10 @@ demo: $(PIP_STAMP)
 bench: setup
 	./scripts/ensure-debs.sh $(DEBS_BENCH)
 	$(PY) bench/run.py
+
+# The property tests of tests/fuzz, with 100x the examples make test gives them.
+fuzz: setup
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
 
 check-config: setup
 	$(VENV)/bin/authproxy check-config config.example.yaml
