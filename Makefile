@@ -9,7 +9,7 @@ NPM_STAMP := node_modules/.stamp-$(shell cat package-lock.json | md5sum | cut -c
 
 # COMMAND:PACKAGE pairs, installed only when the command is missing.
 DEBS_TEST := node:nodejs npm:npm chromium:chromium promtool:prometheus nginx:nginx \
-	podman:podman runc:runc debootstrap:debootstrap
+	podman:podman runc:runc debootstrap:debootstrap catatonit:catatonit
 DEBS_BENCH := nginx:nginx wrk:wrk
 
 .PHONY: test demo bench fuzz setup debs check-config clean

@@ -7,6 +7,8 @@
     authproxy dev-idp [--port 9400]    a development OpenID provider that behaves like Cognito
     authproxy config-reference [-o FILE] [--json-schema FILE]
                                        the configuration reference (Markdown) and JSON Schema
+    authproxy healthcheck [--config FILE] [--url URL]
+                                       exit 0 when /readyz answers 200 (for a compose healthcheck)
     authproxy --version
 """
 
@@ -43,6 +45,16 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the proxy")
     run.add_argument("--config", "-c", default=os.environ.get("AUTHPROXY_CONFIG"), help="YAML file (env AUTHPROXY_CONFIG)")
     run.set_defaults(func=_run)
+
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 if the admin listener's /readyz answers 200, else 1 (the image has no curl)",
+    )
+    health.add_argument("--config", "-c", default=os.environ.get("AUTHPROXY_CONFIG"),
+                        help="read admin_listen from this file (env AUTHPROXY_CONFIG)")
+    health.add_argument("--url", help="the URL to ask instead (default http://ADMIN_LISTEN/readyz)")
+    health.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+    health.set_defaults(func=_healthcheck)
 
     check = commands.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
@@ -114,6 +126,30 @@ def _load(path: str | None, base_dir: str | None = None) -> Config | None:
         for issue in exc.issues:
             print(f"  {issue.render(exc.filename)}", file=sys.stderr)
         return None
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    url = args.url
+    if url is None:
+        config = _load(args.config) if args.config else None
+        if args.config and config is None:
+            return 1
+        admin = config.admin_listen if config is not None else None
+        host = "127.0.0.1" if admin is None or admin.host in ("0.0.0.0", "::") else admin.host
+        port = 9090 if admin is None else admin.port
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}/readyz"
+    try:
+        # Never through HTTP_PROXY (set for the provider's calls): the admin listener is local.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(url, timeout=args.timeout) as response:
+            ok = response.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        ok = False
+    print(f"{url}: {'ready' if ok else 'not ready'}", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def _check_config(args: argparse.Namespace) -> int:

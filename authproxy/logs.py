@@ -16,7 +16,6 @@ import time
 from datetime import datetime, timezone
 from typing import TextIO
 
-from aiohttp.http_exceptions import HttpProcessingError
 
 from authproxy.config.schema import LogConfig
 
@@ -49,11 +48,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def text_value(value: object) -> str:
+    """A value for a ``key=value`` text line: as it is when plain, else JSON-quoted, so a
+    claim holding a newline, a space or ``key=`` can never forge a line or a field."""
+    text = str(value)
+    if text and text.isprintable() and not any(char in text for char in ' "=\\'):
+        return text
+    return encode_basestring_ascii(text)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None) or {}
-        extra = " ".join(f"{key}={value}" for key, value in fields.items())
-        line = f"{_timestamp(record.created)} {record.levelname.lower():7} {record.getMessage()}"
+        extra = " ".join(f"{key}={text_value(value)}" for key, value in fields.items())
+        line = f"{_timestamp(record.created)} {record.levelname.lower():7} {text_value(record.getMessage())}"
         if record.exc_info and record.exc_info[0] is not None:
             extra += f" exception={record.exc_info[0].__name__}"
         return f"{line} {extra}" if extra else line
@@ -68,21 +76,6 @@ def configure_logging(config: LogConfig, stream: TextIO | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(config.level.upper())
     logging.getLogger("aiohttp.access").disabled = True
-    logging.getLogger("aiohttp.server").addFilter(_MalformedRequests())
-
-
-class _MalformedRequests(logging.Filter):
-    """aiohttp answers requests it cannot parse (line too long, bad syntax) with 400 and
-    logs them as errors; a client's garbage is not our error, so it becomes one info event.
-    Other errors stay errors (and the formatter prints only their type, never a traceback)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg, record.args, record.exc_info = "malformed_request", (), None
-            record.fields = {"reason": type(exc).__name__}  # type: ignore[attr-defined]
-        return True
 
 
 class AccessLog:
@@ -135,9 +128,10 @@ class AccessLog:
             )
         else:
             line = (
-                f"{stamp} access {method} {path} {status} {round(duration * 1000, 3)}ms "
-                f"route={route or '-'} upstream_status={upstream_status or '-'} client={client or '-'} "
-                f"user={user or '-'} request_id={request_id}" + (f" refusal={refusal}" if refusal is not None else "")
+                f"{stamp} access {text_value(method)} {text_value(path)} {status} {round(duration * 1000, 3)}ms "
+                f"route={text_value(route or '-')} upstream_status={upstream_status or '-'} "
+                f"client={text_value(client or '-')} user={text_value(user or '-')} request_id={text_value(request_id)}"
+                + (f" refusal={text_value(refusal)}" if refusal is not None else "")
             )
         self._stream.write(line + "\n")
         # Lines written in one event-loop pass leave in one flush, not one syscall each.

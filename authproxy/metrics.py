@@ -196,11 +196,12 @@ def exposition() -> bytes:
 # --- workers under a supervisor ------------------------------------------------------
 
 
-def write_snapshot(directory: str, name: str) -> None:
-    """Atomically replace ``directory/name.prom`` with this process's exposition."""
+def write_snapshot(directory: str, name: str, text: bytes | None = None) -> None:
+    """Atomically replace ``directory/name.prom`` with ``text``, by default this process's
+    whole exposition."""
     target = Path(directory) / f"{name}.prom"
     temporary = target.with_suffix(".tmp")
-    temporary.write_bytes(exposition())
+    temporary.write_bytes(exposition() if text is None else text)
     os.replace(temporary, target)
 
 

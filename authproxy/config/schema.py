@@ -321,6 +321,9 @@ class Route(_Strict):
     inject: dict[str, str] = {}  # header -> template, e.g. {Authorization: "Bearer {access_token}"}
     pass_authorization: bool = False  # bearer/public routes: forward the client's own Authorization header
     skip_auth_preflight: bool = False  # let CORS preflights (OPTIONS) through unauthenticated, as oauth2-proxy's option
+    # pass X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override: frameworks that honour them
+    # would run a DELETE on a route whose rules only admitted the POST it arrived as
+    allow_method_override: bool = False
     allow: Allow | None = None  # who may pass; default: anyone the auth mode admits
     assertion: bool = False  # add X-Authproxy-Assertion, a short-lived ES256 JWT of the identity
     service_token: ServiceToken | None = None  # a client_credentials token for {service_token}

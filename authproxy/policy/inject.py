@@ -166,16 +166,24 @@ def normalised(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
+# Headers by which Rails, Express (method-override), Symfony, Spring and others let a
+# request claim another method: the route matched and its rules admitted the method on the
+# request line, so another one must not reach the upstream unless the route allows it.
+METHOD_OVERRIDE_NAMES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
+
+
 class SpoofGuard:
     """Decides, per route, which client headers never reach the upstream."""
 
     def __init__(self, injected_anywhere: Iterable[str]):
         self._names = SPOOFABLE_NAMES | {normalised(name) for name in injected_anywhere}
 
-    def strips(self, name: str, pass_authorization: bool) -> bool:
+    def strips(self, name: str, pass_authorization: bool, allow_method_override: bool = False) -> bool:
         key = normalised(name)
         if key == "authorization":
             return not pass_authorization
+        if key in METHOD_OVERRIDE_NAMES:
+            return not allow_method_override
         return key in self._names or key.startswith(SPOOFABLE_PREFIXES)
 
 

@@ -93,6 +93,7 @@ class Route:
         "injections",
         "injects_id_token",
         "pass_authorization",
+        "allow_method_override",
         "allow",
         "assertion",
         "service_token",
@@ -123,6 +124,7 @@ class Route:
         self.injections = _injections(config)
         self.injects_id_token = any("id_token" in template.uses for _, template in self.injections)
         self.pass_authorization = config.pass_authorization
+        self.allow_method_override = config.allow_method_override
         self.allow = AllowRule.compile(config.allow, groups_claim) if config.allow is not None else None
         self.assertion = config.assertion
         self.service_token = config.service_token

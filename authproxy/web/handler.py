@@ -69,7 +69,8 @@ class Rules:
         # Identity headers only the proxy may set: whatever a client sends under these
         # names (any case, "_" for "-") never reaches an upstream, on any route.
         guard = SpoofGuard(name for route in self.routes.routes for name, _ in route.injections)
-        self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization)
+        self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization,
+                                               allow_method_override=route.allow_method_override)
                       for route in self.routes.routes}
         self.trusted = TrustedProxies(config.trusted_proxies)  # type: ignore[arg-type]
         self.forward_auth_callers = TrustedProxies(config.forward_auth.callers)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from authproxy.proxy.forward import Forwarder
 from authproxy.web.admin import Readiness, admin_app, readiness_probe
 from authproxy.web.gate import Gate
 from authproxy.web.handler import ProxyHandler, Rules, server_options
-from authproxy.web.parser_errors import SafeAppRunner, SafeServer
+from authproxy.web.listener import SafeAppRunner, SafeServer
 from authproxy.web.reload import Reloader, on_signal_reload
 
 if TYPE_CHECKING:
@@ -212,6 +212,8 @@ def _tune_garbage_collector() -> None:
 
 async def _drain(runner: web.ServerRunner, timeout: float) -> None:
     """Stop accepting, wait for in-flight requests up to ``timeout``, then close the rest."""
+    if isinstance(runner.server, SafeServer):
+        runner.server.draining = True  # from now on every response says Connection: close
     for site in list(runner.sites):
         await site.stop()
     if runner.server is not None:

@@ -31,7 +31,7 @@ from authproxy import metrics
 from authproxy.config.schema import Config
 from authproxy.logs import log
 from authproxy.web.admin import admin_app
-from authproxy.web.parser_errors import SafeAppRunner
+from authproxy.web.listener import SafeAppRunner
 from authproxy.web.reload import Reloader
 from authproxy.web.server import STATUS_READY, STATUS_STOPPING
 
@@ -222,16 +222,16 @@ class Supervisor:
     def _write_reload_counts(self) -> None:
         """Refused reloads happen here, not in a worker: they join the summed metrics
         through a snapshot of their own (workers count the reloads they apply)."""
+        # Named and typed exactly as a worker's exposition names the family (prometheus_client
+        # writes counters' HELP/TYPE with _total), or the sum holds two families for one name
+        # and Prometheus keeps the worker's zero.
         failures = metrics.CONFIG_RELOADS.labels("failure")._value.get()
         text = (
-            "# HELP authproxy_config_reloads Configuration reloads, by result (success, failure).\n"
-            "# TYPE authproxy_config_reloads counter\n"
+            "# HELP authproxy_config_reloads_total Configuration reloads, by result (success, failure).\n"
+            "# TYPE authproxy_config_reloads_total counter\n"
             f'authproxy_config_reloads_total{{result="failure"}} {failures}\n'
         )
-        target = Path(self._metrics_dir) / "supervisor.prom"
-        temporary = target.with_suffix(".tmp")
-        temporary.write_text(text)
-        os.replace(temporary, target)
+        metrics.write_snapshot(self._metrics_dir, "supervisor", text.encode())
 
 
 def _signal(process: asyncio.subprocess.Process, signum: int) -> None:

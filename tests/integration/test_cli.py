@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from authproxy import __version__
-from tests.support.processes import ROOT, child_env
+from tests.support.processes import ROOT, ProxyProcess, child_env
 
 
 def authproxy(*args, env=None):
@@ -50,3 +50,18 @@ def test_run_without_config():
 def test_no_command_prints_help():
     result = authproxy()
     assert result.returncode == 2 and "check-config" in result.stderr
+
+
+def test_healthcheck_reads_admin_listen_from_the_config_and_ignores_http_proxy(upstream, tmp_path):
+    proxy = ProxyProcess({"routes": [{"name": "all", "upstream": upstream.url, "auth": "public"}]}, tmp_path)
+    env = {**child_env(), "HTTP_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
+    try:
+        ready = subprocess.run([sys.executable, "-m", "authproxy", "healthcheck", "--config", str(proxy.config_path)],
+                               capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+        assert ready.returncode == 0, ready.stderr
+        assert f"127.0.0.1:{proxy.admin_port}/readyz: ready" in ready.stdout
+    finally:
+        proxy.stop()
+    gone = subprocess.run([sys.executable, "-m", "authproxy", "healthcheck", "--url", proxy.admin_url + "/readyz",
+                           "--timeout", "1"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+    assert gone.returncode == 1 and "not ready" in gone.stderr

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 import yaml
 
+from tests.support.exposition import valid_exposition
 from tests.support.processes import ROOT, ProxyProcess, http_get
 
 DEPLOY = ROOT / "deploy"
@@ -30,6 +31,7 @@ def exposition(upstream, tmp_path_factory):
     try:
         status, body = http_get(proxy.admin_url + "/metrics")
         assert status == 200
+        valid_exposition(body.decode())
         # every family a live process exposes, with or without samples yet (HELP/TYPE lines)
         yield set(_METRIC.findall(body.decode()))
     finally:

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.exposition import valid_exposition
 from tests.support.processes import ROOT, ProxyProcess, free_port, http_get, child_env
 
 
@@ -161,6 +162,7 @@ async def test_workers_share_the_port_and_metrics_are_summed(workers):
     def scraped_total() -> float:
         status, body = http_get(workers.admin_url + "/metrics")
         assert status == 200
+        valid_exposition(body.decode())
         return counter_total(body.decode(), "authproxy_requests_total", route="all", code="200")
 
     # metrics and the access line are recorded just after the response leaves

@@ -16,6 +16,7 @@ import yaml
 import yarl
 from aiohttp import web
 
+from authproxy.policy.inject import METHOD_OVERRIDE_NAMES
 from authproxy.policy.original import HOST_HEADERS, METHOD_HEADERS, URI_HEADERS
 from tests.support.nginx import DEPLOY_EXAMPLE, Nginx, NginxError, deploy_example
 from tests.support.processes import ROOT, free_port
@@ -233,7 +234,9 @@ def test_traefik_forward_auth_example():
     assert forward["authResponseHeaders"] == ["X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Groups",
                                               "Authorization"]
     routers, services = config["routers"], config["services"]
-    assert routers["app"]["middlewares"] == ["authproxy"] and routers["app"]["service"] in services
+    assert routers["app"]["middlewares"] == ["authproxy", "no-method-override"] and routers["app"]["service"] in services
+    cleared = config["middlewares"]["no-method-override"]["headers"]["customRequestHeaders"]
+    assert {name.lower() for name, value in cleared.items() if value == ""} == set(METHOD_OVERRIDE_NAMES)
     # the sign-in endpoints are reachable without the middleware, ahead of the app's router
     assert "middlewares" not in routers["authproxy"] and "PathPrefix(`/oauth2/`)" in routers["authproxy"]["rule"]
     assert "!Path(`/oauth2/auth`)" in routers["authproxy"]["rule"]  # forward-auth is for Traefik alone

@@ -90,4 +90,4 @@ async def test_no_refusal_quotes_the_request(proxy, listener):
     logs = proxy.logs()
     for value in canaries:
         assert value not in logs, value
-    assert "request_refused_by_parser" in logs
+    assert "malformed_request" in logs

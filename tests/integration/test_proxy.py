@@ -8,6 +8,7 @@ import json
 import aiohttp
 import pytest
 
+from tests.support.exposition import valid_exposition
 from tests.support.processes import ProxyProcess, free_port
 from tests.support.raw import raw_request
 
@@ -430,6 +431,7 @@ async def test_admin_endpoints(proxy):
         async with session.get(proxy.admin_url + "/metrics") as response:
             assert response.status == 200
             text = await response.text()
+    valid_exposition(text)
     assert 'authproxy_requests_total{code="200",method="GET",route="api"}' in text
     assert "authproxy_ready 1.0" in text
     assert 'authproxy_upstream_errors_total{kind="refused",route="dead"}' in text

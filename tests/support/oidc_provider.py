@@ -120,6 +120,15 @@ class OidcProvider:
     def issuer(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.port}"
 
+    async def token_printed(self, value: str, timeout: float = 5.0) -> bool:
+        """Whether the peer printed ``value`` as a token it saved (its lines arrive on a pipe,
+        possibly after the HTTP answer that carried the token)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while value not in self.tokens and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return value in self.tokens
+
     def grants(self, grant_type: str) -> int:
         return sum(1 for event in self.events if event == f"grant.success {grant_type}")
 

@@ -185,13 +185,13 @@ class ProxyProcess:
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of ``name``'s samples whose labels include ``labels``, scraped now."""
-        from prometheus_client.parser import text_string_to_metric_families
+        from tests.support.exposition import valid_exposition
 
         status, body = http_get(self.admin_url + "/metrics")
         assert status == 200
         return sum(
             sample.value
-            for family in text_string_to_metric_families(body.decode())
+            for family in valid_exposition(body.decode())
             for sample in family.samples
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
         )

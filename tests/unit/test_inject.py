@@ -68,3 +68,10 @@ def test_placeholders_used():
 )
 def test_spoof_guard(name, pass_authorization, stripped):
     assert SpoofGuard(["X-User-Email"]).strips(name, pass_authorization) is stripped
+
+
+@pytest.mark.parametrize("name", ["X-HTTP-Method-Override", "x-http-method", "X_Method_Override"])
+def test_method_overrides_are_stripped_unless_the_route_allows_them(name):
+    guard = SpoofGuard([])
+    assert guard.strips(name, False) is True
+    assert guard.strips(name, False, allow_method_override=True) is False

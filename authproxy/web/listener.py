@@ -1,4 +1,6 @@
-"""Answers to requests that never reach a handler: aiohttp's parser refused them.
+"""The listeners' connection handling, where aiohttp's defaults fall short.
+
+Parser refusals: answers to requests that never reach a handler.
 
 aiohttp's own answer quotes the offending bytes ("Got more than 8190 bytes when
 reading: b'Cookie: authproxy=...'"), and logs them with a traceback. A page's own script
@@ -6,6 +8,11 @@ can pad its cookies until the Cookie header is too long and then read that answe
 HttpOnly session ticket included (the CVE-2012-0053 pattern). So no answer or log line
 of ours ever carries a request byte: the client gets a fixed page with a request id, and
 the log gets the kind of refusal and that id.
+
+Draining: once SIGTERM arrives (``SafeServer.draining``), every response, including those of
+requests already in flight, says ``Connection: close``. Without it a keep-alive client sends
+its next request on a connection that is about to close, and gets a reset instead of an
+answer (RFC 9112 9.6: the server signals the close in the response).
 
 ``SafeServer`` replaces ``web.Server`` for the proxy listener; ``SafeAppRunner`` serves
 an ``Application`` (the admin listener) the same way.
@@ -47,13 +54,14 @@ class SafeRequestHandler(RequestHandler):
         status = status if 400 <= status <= 599 else 500
         error, text = refusal(status, exc)
         request_id = request_id_from(request.headers)  # no headers were parsed: always a new one
-        fields = {"request_id": request_id, "status": status, "kind": type(exc).__name__ if exc else None,
+        fields = {"request_id": request_id, "status": status, "reason": type(exc).__name__ if exc else None,
                   "client": request.remote}
         if error == "internal_error" and exc is not None:
-            # A bug of ours, not the client's bytes: the traceback is what finds it.
+            # A bug of ours, not the client's bytes: logged as an error (with its type).
             log().error("unhandled_error", exc_info=exc, extra={"fields": fields})
         else:
-            log().warning("request_refused_by_parser", extra={"fields": fields})
+            # A client's garbage is not our error: one info event, the kind of refusal only.
+            log().info("malformed_request", extra={"fields": fields})
         # Without parsed headers there is no Accept to go by: the page is for a browser (the
         # one case where it matters is a page padding its own cookies), and says it plainly.
         response = error_response(status, error, text, request_id, accept="text/html")
@@ -61,9 +69,25 @@ class SafeRequestHandler(RequestHandler):
         return response
 
 
+class _EdgeRequest(web.BaseRequest):
+    __slots__ = ()
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        # Runs as any response is prepared, after aiohttp chose its headers and before they
+        # are written: the one place to turn every response into the connection's last.
+        if getattr(self._protocol._manager, "draining", False):  # type: ignore[union-attr]
+            response.force_close()  # the connection closes after this response ...
+            response.headers["Connection"] = "close"  # ... and the client is told so
+
+
 class SafeServer(web.Server):
+    draining = False  # set once SIGTERM arrives: every response from then on closes its connection
+
     def __call__(self) -> RequestHandler:
         return SafeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def _make_request(self, message, payload, protocol, writer, task) -> web.BaseRequest:  # type: ignore[no-untyped-def]
+        return _EdgeRequest(message, payload, protocol, writer, task, self._loop)
 
 
 class SafeAppRunner(web.AppRunner):
