@@ -71,6 +71,13 @@ CONFIG_RELOADS = Counter("authproxy_config_reloads", "Configuration reloads, by 
 for _result in ("success", "failure"):  # present from the start, so alerts and rate() see a zero
     CONFIG_RELOADS.labels(_result)
 CACHE_ENTRIES = Gauge("authproxy_session_cache_entries", "Sessions in the local cache.")
+SESSION_PENDING_WRITES = Gauge("authproxy_session_pending_writes",
+                               "Refreshed sessions whose new tokens are not in the store yet (kept and retried).")
+SESSION_WRITES_LOST = Counter("authproxy_session_writes_lost",
+                              "Refreshed tokens never saved: the process exited or the session expired first.",
+                              ("reason",))
+for _reason in ("shutdown", "expired"):
+    SESSION_WRITES_LOST.labels(_reason)
 
 # authproxy_auth_total outcomes
 AUTH_PUBLIC, AUTH_SESSION, AUTH_REDIRECTED, AUTH_UNAUTHORIZED = "public", "session", "redirected", "unauthorized"

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from authproxy.errors import AuthproxyError
 
 KEY_ID_SIZE = 8
-NONCE_SIZE = 12  # 96-bit random nonces: safe for far more than 2**32 seals per key (NIST SP 800-38D 8.3)
+NONCE_SIZE = 12  # 96-bit random nonces: at most 2**32 seals per key (NIST SP 800-38D 8.3); derive keys per use
 MIN_SECRET_LENGTH = 32
 
 

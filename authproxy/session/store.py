@@ -2,36 +2,52 @@
 
 A session's tokens are sealed with a key derived from the server secrets and the
 cookie's own secret, bound to the item's key: the store never holds a usable token.
+Refreshed tokens the store could not take yet stay in ``PendingWrites`` (session/
+pending.py) and are written again until they land.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from authproxy import metrics
+from authproxy.logs import log
 from authproxy.oidc.client import TokenResponse
-from authproxy.session.cookies import SessionTicket
 from authproxy.session.cache import SessionCache
+from authproxy.session.cookies import SessionTicket
 from authproxy.session.crypto import SecretBox, Unsealable
-from authproxy.store.base import SessionRecord, SessionStore, StoreUnavailable, VersionConflict
+from authproxy.session.pending import DEFAULT_LIMIT, PendingWrite, PendingWrites
+from authproxy.store.base import SessionRecord, SessionStore, StoreError, StoreUnavailable, VersionConflict
+
+RETRY_DELAYS = (0.5, 1, 2, 4, 8)  # then every 10 s, until the write lands or the session expires
+RETRY_CAP = 10.0
 
 
 @dataclass(slots=True)
 class Session:
     sub: str
-    claims: dict[str, Any]  # the ID token's verified claims
+    claims: dict[str, Any]  # the verified ID token's claims
     access_token: str
-    id_token: str | None
+    id_token: str | None  # the newest *verified* ID token: the only one injected or sent as id_token_hint
     refresh_token: str | None
     access_expires_at: int | None
     created_at: int
     expires_at: int  # absolute end (session.lifetime)
     last_seen_at: int = field(default=0)
     access_issued_at: int | None = None  # when the current access token arrived (its lifetime clamps refresh)
+    # An ID token from a refresh that could not be verified yet (JWKS unreachable, a new
+    # key within the refetch interval): kept to verify later, never used until then.
+    unverified_id_token: str | None = None
+    # Whether the last refresh renewed the ID token. OIDC Core 12.2 lets a provider leave
+    # it out; its old ``exp`` then cannot make a refresh due (it never moves).
+    id_token_renews: bool = True
 
     def __repr__(self) -> str:  # tokens never reach a log through a repr
         return f"Session(sub={self.sub!r}, expires_at={self.expires_at})"
@@ -39,24 +55,35 @@ class Session:
     def refreshed(self, tokens: TokenResponse, now: int, claims: dict[str, Any] | None = None) -> Session:
         """This session after a refresh_token grant. A response without a refresh token
         keeps the old one (Cognito without rotation sends none, RFC 6749 6); one with a
-        refresh token replaces it (rotation: the old one dies at the provider)."""
+        refresh token replaces it (rotation: the old one dies at the provider).
+        A new ID token replaces the old one only with its verified ``claims``; without
+        them it waits in ``unverified_id_token``."""
+        renewed = tokens.id_token is not None and claims is not None
         return replace(
             self,
             access_token=tokens.access_token,
-            id_token=tokens.id_token or self.id_token,
-            claims=claims if claims is not None else self.claims,
+            id_token=tokens.id_token if renewed else self.id_token,
+            claims=claims if renewed and claims is not None else self.claims,
+            unverified_id_token=None if renewed else (tokens.id_token or self.unverified_id_token),
+            id_token_renews=renewed,
             refresh_token=tokens.refresh_token or self.refresh_token,
             access_expires_at=now + tokens.expires_in if tokens.expires_in else None,
             access_issued_at=now,
         )
+
+    def with_verified_id_token(self, id_token: str, claims: dict[str, Any]) -> Session:
+        return replace(self, id_token=id_token, claims=claims, unverified_id_token=None, id_token_renews=True)
 
     def seal(self, box: SecretBox, ticket: SessionTicket) -> bytes:
         return box.seal(json.dumps(asdict(self)).encode(), context=ticket.secret.encode(), associated_data=ticket.key.encode())
 
     @classmethod
     def unseal(cls, box: SecretBox, ticket: SessionTicket, sealed: bytes) -> Session:
-        data = box.open(sealed, context=ticket.secret.encode(), associated_data=ticket.key.encode())
-        return cls(**json.loads(data))
+        data = json.loads(box.open(sealed, context=ticket.secret.encode(), associated_data=ticket.key.encode()))
+        return cls(**{name: data[name] for name in _FIELDS if name in data})  # newer fields from a newer release: skipped
+
+
+_FIELDS = tuple(f.name for f in fields(Session))
 
 
 class Sessions:
@@ -65,6 +92,8 @@ class Sessions:
     The store holds ``SessionRecord``s whose payload only the cookie's secret opens;
     the cache holds (session, version) pairs keyed by a hash of the whole cookie.
     ``last_seen_at`` is written at most once a minute, not once per request.
+    Unsaved refreshed tokens are pinned in ``pending`` and overlay whatever the cache or
+    the store says about the same version.
     """
 
     TOUCH_INTERVAL = 60
@@ -76,14 +105,28 @@ class Sessions:
         cache: SessionCache[tuple[Session, int]],
         idle_timeout: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        pending_limit: int = DEFAULT_LIMIT,
     ):
         self.store = store
         self._box = box
         self._cache = cache
         self._idle_timeout = idle_timeout
+        # An idle timeout near the touch interval would end sessions that are in use (the
+        # idle check reads last_seen_at, which moves only once per interval).
+        self._touch_interval = min(self.TOUCH_INTERVAL, idle_timeout / 4)
         self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
         self._touch_paused_until = 0.0  # after a failed touch: do not retry on every request
-        self._retries: set[asyncio.Task[None]] = set()
+        self._unsaved_activity: OrderedDict[str, int] = OrderedDict()  # last_seen_at a failed touch missed
+        self._activity_limit = 100_000
+        self.pending = PendingWrites(pending_limit)
+        self._retries: dict[str, asyncio.Task[None]] = {}
+        # Revokes a refresh token nobody can use any more (set by the refresher: it has the client).
+        self.revoke: Callable[[str], Awaitable[None]] | None = None
 
     async def load(self, ticket: SessionTicket, now: int) -> tuple[Session, int] | None:
         """The live session for ``ticket`` and its store version; None when absent,
@@ -91,40 +134,84 @@ class Sessions:
         answer a cache miss.
         """
         cache_key = SessionCache.key_for(ticket.encode())
-        found = await self._cache.get_or_load(cache_key, lambda: self.read(ticket, now))
+        try:
+            found = await self._cache.get_or_load(cache_key, lambda: self.read(ticket, now))
+        except StoreUnavailable:
+            pending = self.pending.get(cache_key)
+            if pending is None:
+                raise
+            found = (pending.session, pending.base_version)  # the newest tokens are here, not in the store
         if found is None:
             return None
-        session, version = found
+        session, version = self._overlay(cache_key, *found)
+        seen = self._unsaved_activity.get(cache_key)
+        if seen is not None and seen > session.last_seen_at:
+            session = replace(session, last_seen_at=seen)  # activity the store missed during an outage
         if now >= session.expires_at:
             self._cache.evict(cache_key)
             return None
         if now - session.last_seen_at >= self._idle_timeout:
             await self.end(ticket)
             return None
-        if now - session.last_seen_at >= self.TOUCH_INTERVAL and self._clock() >= self._touch_paused_until:
+        if now - session.last_seen_at >= self._touch_interval and self._clock() >= self._touch_paused_until:
             generation = self._cache.generation(cache_key)
             try:
                 await self.store.touch(ticket.key, now)
             except VersionConflict:  # gone: signed out on another replica
                 self._cache.evict(cache_key)
                 return None
-            except StoreUnavailable:
+            except StoreError:
                 # Bookkeeping only: never fail a request over it, and do not retry it on
-                # every request while the store is down.
-                self._touch_paused_until = self._clock() + self.TOUCH_INTERVAL
-                return session, version
+                # every request while the store is down. The activity still counts here
+                # (past the cache TTL too), and the next touch after the pause writes it.
+                self._touch_paused_until = self._clock() + self._touch_interval
+                self._unsaved_activity[cache_key] = now
+                self._unsaved_activity.move_to_end(cache_key)
+                while len(self._unsaved_activity) > self._activity_limit:
+                    self._unsaved_activity.popitem(last=False)
+            else:
+                self._unsaved_activity.pop(cache_key, None)
             session = replace(session, last_seen_at=now)
             self._cache.put(cache_key, (session, version), generation)
+            pending = self.pending.get(cache_key)
+            if pending is not None:
+                pending.session = replace(pending.session, last_seen_at=now)
         return session, version
+
+    def _overlay(self, cache_key: str, session: Session, version: int) -> tuple[Session, int]:
+        """What the cache or store says, unless this process holds newer unsaved tokens
+        for the same version; a higher version supersedes them (newer tokens exist)."""
+        pending = self.pending.get(cache_key)
+        if pending is None:
+            return session, version
+        if version > pending.base_version:
+            self.pending.release(cache_key, pending)
+            return session, version
+        last_seen = max(session.last_seen_at, pending.session.last_seen_at)
+        return replace(pending.session, last_seen_at=last_seen), pending.base_version
+
+    def forget(self, ticket: SessionTicket) -> None:
+        """The store says the session is gone: drop this process's copy."""
+        self._cache.evict(SessionCache.key_for(ticket.encode()))
 
     def generation(self, ticket: SessionTicket) -> int:
         return self._cache.generation(SessionCache.key_for(ticket.encode()))
+
+    def has_pending(self, ticket: SessionTicket) -> bool:
+        return self.pending.get(SessionCache.key_for(ticket.encode())) is not None
+
+    def pending_full(self, ticket: SessionTicket) -> bool:
+        return self.pending.full(SessionCache.key_for(ticket.encode()))
 
     async def read(self, ticket: SessionTicket, now: int) -> tuple[Session, int] | None:
         """Straight from the store, past the cache."""
         record = await self.store.get(ticket.key, now)
         if record is None:
             return None
+        return self.opened(ticket, record)
+
+    def opened(self, ticket: SessionTicket, record: SessionRecord) -> tuple[Session, int] | None:
+        """A record the store returned, decrypted; None when the cookie's secret does not open it."""
         try:
             session = Session.unseal(self._box, ticket, record.payload)
         except (Unsealable, ValueError, TypeError):
@@ -132,49 +219,118 @@ class Sessions:
         session.last_seen_at = record.last_seen_at
         return session, record.version
 
-    def remember(self, ticket: SessionTicket, session: Session, version: int, generation: int) -> None:
-        """Put what another replica wrote into this process's cache (unless signed out since)."""
-        self._cache.put(SessionCache.key_for(ticket.encode()), (session, version), generation)
+    def remember(self, ticket: SessionTicket, session: Session, version: int, generation: int) -> tuple[Session, int]:
+        """Put what another replica wrote into this process's cache (unless signed out
+        since); returns what this process now serves (its own unsaved tokens may be newer)."""
+        cache_key = SessionCache.key_for(ticket.encode())
+        self._cache.put(cache_key, (session, version), generation)
+        return self._overlay(cache_key, session, version)
 
     async def save_refreshed(self, ticket: SessionTicket, session: Session, version: int, generation: int) -> None:
         """Write refreshed tokens, conditional on ``version`` (only token writes change it).
 
-        The cache gets them first (unless a sign-out happened since ``generation``), so a
-        rotated refresh token is never lost in this process; a failed write is retried in
-        the background until it lands, the session ends, or someone else wrote tokens.
+        The tokens are pinned first, so a rotated refresh token is never lost in this
+        process; a failed write is retried in the background until it lands, a higher
+        version shows up, the session ends, or its absolute expiry passes. Raises
+        ``VersionConflict`` when the session is gone (its new tokens are revoked) and
+        ``StoreError`` when the write is left to the retries.
         """
         cache_key = SessionCache.key_for(ticket.encode())
+        if self._cache.generation(cache_key) != generation:
+            await self._revoke(session, "signed_out")  # signed out here while the refresh ran
+            raise VersionConflict("signed out during the refresh")
+        write = PendingWrite(ticket, session, version, session.seal(self._box, ticket), secrets.token_urlsafe(12))
+        self.pending.hold(cache_key, write)
         self._cache.put(cache_key, (session, version), generation)
-        payload = session.seal(self._box, ticket)
         try:
-            record = await self.store.update(ticket.key, version, payload)
-        except VersionConflict:
-            self._cache.evict(cache_key)  # ended, or another writer won: read the store next time
-            return
-        except StoreUnavailable:
-            task = asyncio.create_task(self._retry_write(ticket, session, version, payload, generation))
-            self._retries.add(task)
-            task.add_done_callback(self._retries.discard)
+            await self._write(cache_key, write)
+        except StoreError:
+            if self.pending.get(cache_key) is write:
+                self._retry_later(cache_key, write)
             raise
-        self._cache.put(cache_key, (session, record.version), generation)
 
-    async def _retry_write(
-        self, ticket: SessionTicket, session: Session, version: int, payload: bytes, generation: int
-    ) -> None:
+    async def save_pending(self, ticket: SessionTicket) -> int | None:
+        """Write this session's unsaved tokens now; the new version, or None when nothing
+        was pending. A refresh must not start from unsaved tokens: if the older write
+        landed later it would supersede (and drop) the newer tokens."""
         cache_key = SessionCache.key_for(ticket.encode())
-        for delay in (1, 2, 4, 8, 16, 30, 60):
-            await asyncio.sleep(delay)
-            if self._cache.generation(cache_key) != generation:
-                return  # signed out here meanwhile
-            try:
-                record = await self.store.update(ticket.key, version, payload)
-            except VersionConflict:
-                self._cache.evict(cache_key)
+        write = self.pending.get(cache_key)
+        if write is None:
+            return None
+        return await self._write(cache_key, write)
+
+    async def _write(self, cache_key: str, write: PendingWrite) -> int:
+        """One attempt (the store's own bounded retries inside); settles ``write`` unless
+        the store is unavailable. Returns the version written."""
+        try:
+            record = await self.store.update(write.ticket.key, write.base_version, write.payload, write.write_id)
+        except VersionConflict as exc:
+            if self.pending.release(cache_key, write) is None:
+                raise
+            self._cache.evict(cache_key)  # ended, or another writer won: read the store next time
+            if exc.current is None:  # signed out meanwhile: nobody will use these tokens
+                await self._revoke(write.session, "signed_out")
+            raise
+        if self.pending.release(cache_key, write) is not None:
+            self._cache.put(cache_key, (write.session, record.version))
+        return record.version
+
+    def _retry_later(self, cache_key: str, write: PendingWrite) -> None:
+        running = self._retries.get(cache_key)
+        if running is not None:
+            running.cancel()  # a newer refresh of the same session replaces the older write
+        task = asyncio.create_task(self._retry(cache_key, write))
+        self._retries[cache_key] = task
+        task.add_done_callback(lambda done: self._retries.pop(cache_key, None) if self._retries.get(cache_key) is done else None)
+
+    async def _retry(self, cache_key: str, write: PendingWrite) -> None:
+        attempt = 0
+        while self.pending.get(cache_key) is write:
+            await self._sleep(RETRY_DELAYS[attempt] if attempt < len(RETRY_DELAYS) else RETRY_CAP)
+            attempt += 1
+            if self.pending.get(cache_key) is not write:
+                return  # saved by someone else's flush, superseded or signed out meanwhile
+            if self._wall_clock() >= write.session.expires_at:
+                self.pending.release(cache_key, write)
+                metrics.SESSION_WRITES_LOST.labels("expired").inc()
+                log().warning("refresh_write_abandoned", extra={"fields": {"sub": write.session.sub, "reason": "expired"}})
                 return
-            except StoreUnavailable:
+            try:
+                await self._write(cache_key, write)
+            except VersionConflict:
+                return
+            except StoreError:
                 continue
-            self._cache.put(cache_key, (session, record.version), generation)
+            log().info("refresh_write_saved", extra={"fields": {"sub": write.session.sub, "attempts": attempt + 1}})
             return
+
+    async def flush(self, timeout: float, final: bool = True) -> int:
+        """Write every pending session now, retrying until ``timeout`` (at shutdown, before
+        the store closes); returns how many are still unsaved. ``final``: log and count
+        those as lost (the process is about to exit)."""
+        deadline = self._clock() + timeout
+        for task in list(self._retries.values()):
+            task.cancel()
+
+        async def save(cache_key: str, write: PendingWrite) -> None:
+            try:
+                await asyncio.wait_for(self._write(cache_key, write), max(0.0, deadline - self._clock()))
+            except (StoreError, asyncio.TimeoutError):
+                pass
+
+        delay = 0.2
+        while len(self.pending) and self._clock() < deadline:
+            await asyncio.gather(*(save(key, write) for key, write in self.pending.items()))
+            if len(self.pending):
+                await self._sleep(min(delay, max(0.0, deadline - self._clock())))
+                delay = min(delay * 2, 2.0)
+        unsaved = self.pending.items()
+        if final:
+            for _, write in unsaved:
+                log().error("refresh_write_lost", extra={"fields": {"sub": write.session.sub, "reason": "shutdown"}})
+            if unsaved:
+                metrics.SESSION_WRITES_LOST.labels("shutdown").inc(len(unsaved))
+        return len(unsaved)
 
     async def create(self, ticket: SessionTicket, session: Session) -> None:
         await self.store.create(
@@ -186,11 +342,35 @@ class Sessions:
                 version=1,
                 created_at=session.created_at,
                 last_seen_at=session.last_seen_at,
-            )
+            ),
+            secrets.token_urlsafe(12),  # a fresh random key: a failed condition can only be our own earlier write
         )
         self._cache.put(SessionCache.key_for(ticket.encode()), (session, 1))
 
-    async def end(self, ticket: SessionTicket) -> None:
-        """Sign-out: gone from this replica's cache at once, and from the store."""
-        self._cache.evict(SessionCache.key_for(ticket.encode()))
-        await self.store.delete(ticket.key)
+    async def end(self, ticket: SessionTicket) -> list[str]:
+        """Sign-out: gone from this replica's cache at once, and from the store. Returns
+        the refresh tokens to revoke: the one the store held (it may be newer than this
+        replica's copy) and any newer one this process had not saved yet."""
+        cache_key = SessionCache.key_for(ticket.encode())
+        self._cache.evict(cache_key)
+        unsaved = self.pending.release(cache_key)
+        retry = self._retries.pop(cache_key, None)
+        if retry is not None:
+            retry.cancel()
+        tokens = [unsaved.session.refresh_token] if unsaved is not None and unsaved.session.refresh_token else []
+        try:
+            record = await self.store.delete(ticket.key)
+        except StoreError:
+            if unsaved is not None:  # still not in the store: keep it, the sign-out did not happen
+                self.pending.hold(cache_key, unsaved)
+                self._retry_later(cache_key, unsaved)
+            raise
+        stored = self.opened(ticket, record) if record is not None else None
+        if stored is not None and stored[0].refresh_token and stored[0].refresh_token not in tokens:
+            tokens.append(stored[0].refresh_token)
+        return tokens
+
+    async def _revoke(self, session: Session, reason: str) -> None:
+        if self.revoke is not None and session.refresh_token:
+            log().info("refresh_token_revoked", extra={"fields": {"sub": session.sub, "reason": reason}})
+            await self.revoke(session.refresh_token)

@@ -9,8 +9,15 @@ Rules every backend follows (the contract suite in tests/contract checks them):
   sign-out can never bring the session back ("no resurrection").
 - Only token writes change ``version``; recording activity (``touch``) does not, so a
   refresh in flight is never invalidated by a request that merely passed by.
-- ``acquire_refresh_lease`` succeeds for one caller at a time across every replica:
-  the lease is free (absent or past) and the version is unchanged.
+- The refresh lease is fenced: ``acquire_refresh_lease`` succeeds for one caller at a
+  time across every replica (lease free or lapsed, version unchanged) and names an
+  ``owner`` (a random token); ``renew`` and ``release`` act only for that owner at that
+  version; a token write (``update``) ends whichever lease is in place.
+- Every conditional write carries a write id (``create``, ``update``) or the lease
+  owner, so a write whose answer was lost and that is sent again recognises its own
+  earlier success instead of reporting a conflict (see store/dynamodb.py).
+- ``write_budget``: the longest one store call may take, all of the backend's own
+  attempts included. The refresh lease is sized from it (session/refresh.py).
 """
 
 from __future__ import annotations
@@ -29,8 +36,18 @@ class StoreUnavailable(StoreError):
     """The store could not be reached or failed on its side (transient)."""
 
 
+class StoreRejected(StoreError):
+    """The store refused the request for good (validation, missing table, access denied,
+    item too large): retrying cannot help; an operator has to act."""
+
+
 class VersionConflict(StoreError):
-    """The item changed (or vanished) since it was read: re-read and decide again."""
+    """The item changed (or vanished) since it was read: re-read and decide again.
+    ``current``: the item as the store holds it, when the store said (None: gone or unknown)."""
+
+    def __init__(self, message: str, current: SessionRecord | None = None):
+        self.current = current
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,31 +59,51 @@ class SessionRecord:
     version: int
     created_at: int
     last_seen_at: int
-    refresh_lease_until: int = 0
+    refresh_lease_until: int = 0  # epoch seconds (the taker's clock); 0: no lease
+    lease_owner: str = ""  # random token of the lease's holder; "" with no lease
+    write_id: str = ""  # id of the last create/update that wrote this item
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseResult:
+    """What an acquire found: ``acquired``, or the item as it was (the holder's lease and
+    version) when it could not be taken; ``current`` None: the session is gone."""
+
+    acquired: bool
+    current: SessionRecord | None = None
 
 
 class SessionStore(Protocol):
     name: str  # "memory" | "dynamodb": the metrics' backend label
+    write_budget: float  # seconds: the longest one call may take, retries included
 
     async def get(self, key: str, now: int) -> SessionRecord | None: ...
 
-    async def create(self, record: SessionRecord) -> None:
-        """Store a new record (version 1); an existing key is a VersionConflict."""
+    async def create(self, record: SessionRecord, write_id: str) -> None:
+        """Store a new record (version 1); an existing key is a VersionConflict,
+        unless the item there is this very write's (``write_id``)."""
 
-    async def update(self, key: str, expected_version: int, payload: bytes) -> SessionRecord:
+    async def update(self, key: str, expected_version: int, payload: bytes, write_id: str) -> SessionRecord:
         """Write new sealed tokens, bump the version and end any refresh lease;
-        VersionConflict if the item is gone or its version changed."""
+        VersionConflict if the item is gone or its version changed (``current`` says how)."""
 
     async def touch(self, key: str, last_seen_at: int) -> None:
         """Record activity (idle timeout) without changing the version, so it never
         races a refresh; VersionConflict if the item is gone."""
 
-    async def acquire_refresh_lease(self, key: str, expected_version: int, now: int, until: int) -> bool:
-        """Take the refresh lease until ``until``; False when someone else holds it or the item changed."""
+    async def acquire_refresh_lease(
+        self, key: str, expected_version: int, now: int, until: int, owner: str
+    ) -> LeaseResult:
+        """Take the refresh lease for ``owner`` until ``until``: only when no lease is in
+        place or it lapsed before ``now``, and the version is ``expected_version``."""
 
-    async def release_refresh_lease(self, key: str, until: int) -> None:
-        """Give back a lease taken with ``until`` (after a failed refresh), if it is still ours."""
+    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int) -> bool:
+        """Move our lease's end to ``until``; False when it is no longer ours at ``version``."""
 
-    async def delete(self, key: str) -> None: ...
+    async def release_refresh_lease(self, key: str, version: int, owner: str) -> None:
+        """Give back our lease (after a failed refresh), if it is still ours at ``version``."""
+
+    async def delete(self, key: str) -> SessionRecord | None:
+        """Remove the item; returns it as it was (None when absent or unknown)."""
 
     async def close(self) -> None: ...

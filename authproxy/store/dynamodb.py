@@ -1,16 +1,28 @@
 """Sessions in DynamoDB, shared by every replica (aioboto3; one client per process).
 
 Item: pk (S), sub (S), payload (B, sealed), expires_at (N, the TTL attribute),
-version (N), created_at (N), last_seen_at (N), refresh_lease_until (N).
+version (N), created_at (N), last_seen_at (N), refresh_lease_until (N), lease_owner (S),
+write_id (S).
 Reads are ConsistentRead; writes after creation carry ``attribute_exists(pk) AND
 version = :expected`` so an UpdateItem can never re-create a deleted session.
+
+Retries are ours, not the SDK's (``total_max_attempts: 1``): a conditional write whose
+first attempt landed but whose answer was lost fails its condition when sent again,
+and the SDK would report that as a conflict (a replica then counts its own lease as
+lost, or a user gets 503 for a session that was created). Each conditional write names
+itself (a write id, or the lease owner) and asks for the item on a failed condition
+(``ReturnValuesOnConditionCheckFailure=ALL_OLD``); finding its own id there is a
+success. dynalite does not return the item, so then a consistent read tells.
+Each attempt is cut at ``timeout``, so one call takes at most ``write_budget``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aioboto3
@@ -19,23 +31,41 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from authproxy import metrics
 from authproxy.logs import log
-from authproxy.store.base import SessionRecord, StoreUnavailable, VersionConflict
+from authproxy.store.base import LeaseResult, SessionRecord, StoreRejected, StoreUnavailable, VersionConflict
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
+# Codes a retry cannot fix: the request or the set-up is wrong (DynamoDB API reference, "Errors").
+_PERMANENT = frozenset({
+    "ValidationException", "ResourceNotFoundException", "AccessDeniedException", "UnrecognizedClientException",
+    "ItemCollectionSizeLimitExceededException", "SerializationException", "MissingAuthenticationTokenException",
+    "InvalidSignatureException", "IncompleteSignatureException", "UnknownOperationException",
+})
+ATTEMPTS = 3
+BACKOFF = (0.1, 0.3)  # seconds before the 2nd and 3rd attempt (each with up to 50 % jitter off)
+
+
+class _ConditionFailed(Exception):
+    def __init__(self, item: dict[str, Any] | None):
+        self.item = item
 
 
 class DynamoDBStore:
     name = "dynamodb"
 
-    def __init__(self, table: str, *, region: str, endpoint_url: str | None = None, timeout: float = 2.0):
+    def __init__(self, table: str, *, region: str, endpoint_url: str | None = None, timeout: float = 2.0,
+                 attempts: int = ATTEMPTS):
         self.table = table
         self._region = region
         self._endpoint_url = endpoint_url
+        self._timeout = timeout
+        self._attempts = attempts
+        # No SDK retries: "max_attempts: 1" still means two attempts, total_max_attempts is the real count.
         self._config = BotoConfig(
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "total_max_attempts": 1},
             connect_timeout=timeout,
             read_timeout=timeout,
         )
+        self.write_budget = attempts * timeout + sum(BACKOFF[: attempts - 1])
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
 
@@ -50,15 +80,18 @@ class DynamoDBStore:
         self._client = None
 
     async def get(self, key: str, now: int) -> SessionRecord | None:
-        response = await self._call("get", self._client.get_item, TableName=self.table, Key={"pk": {"S": key}},
-                                    ConsistentRead=True)
-        item = response.get("Item")
+        item = await self._get_item(key)
         if item is None:
             return None
         record = _record(item)
         return None if now >= record.expires_at else record
 
-    async def create(self, record: SessionRecord) -> None:
+    async def _get_item(self, key: str) -> dict[str, Any] | None:
+        response = await self._call("get", self._client.get_item, TableName=self.table, Key={"pk": {"S": key}},
+                                    ConsistentRead=True)
+        return response.get("Item")
+
+    async def create(self, record: SessionRecord, write_id: str) -> None:
         item = {
             "pk": {"S": record.key},
             "sub": {"S": record.sub},
@@ -68,61 +101,99 @@ class DynamoDBStore:
             "created_at": {"N": str(record.created_at)},
             "last_seen_at": {"N": str(record.last_seen_at)},
             "refresh_lease_until": {"N": "0"},
+            "lease_owner": {"S": ""},
+            "write_id": {"S": write_id},
         }
-        await self._call("create", self._client.put_item, TableName=self.table, Item=item,
-                         ConditionExpression="attribute_not_exists(pk)")
+        await self._conditional(
+            "create", record.key, lambda found: found.write_id == write_id,
+            self._client.put_item, TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)",
+        )
 
-    async def update(self, key: str, expected_version: int, payload: bytes) -> SessionRecord:
-        response = await self._call(
-            "update", self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
+    async def update(self, key: str, expected_version: int, payload: bytes, write_id: str) -> SessionRecord:
+        response = await self._conditional(
+            "update", key, lambda found: found.write_id == write_id and found.version == expected_version + 1,
+            self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
             # New tokens end the refresh, so the lease goes with them.
-            UpdateExpression="SET payload = :payload, version = :next, refresh_lease_until = :zero",
+            UpdateExpression=("SET payload = :payload, version = :next, refresh_lease_until = :zero, "
+                              "lease_owner = :nobody, write_id = :write"),
             ConditionExpression="attribute_exists(pk) AND version = :expected",
             ExpressionAttributeValues={
                 ":payload": {"B": payload}, ":expected": {"N": str(expected_version)},
-                ":next": {"N": str(expected_version + 1)}, ":zero": {"N": "0"},
+                ":next": {"N": str(expected_version + 1)}, ":zero": {"N": "0"}, ":nobody": {"S": ""},
+                ":write": {"S": write_id},
             },
             ReturnValues="ALL_NEW",
         )
-        return _record(response["Attributes"])
+        return response if isinstance(response, SessionRecord) else _record(response["Attributes"])
 
     async def touch(self, key: str, last_seen_at: int) -> None:
-        await self._call(
-            "touch", self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
-            UpdateExpression="SET last_seen_at = :seen", ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":seen": {"N": str(last_seen_at)}},
-        )
-
-    async def release_refresh_lease(self, key: str, until: int) -> None:
+        # attribute_exists holds again when a landed attempt is sent once more: safe to retry.
         try:
-            await self._call(
-                "release", self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
-                UpdateExpression="SET refresh_lease_until = :zero",
-                ConditionExpression="attribute_exists(pk) AND refresh_lease_until = :until",
-                ExpressionAttributeValues={":zero": {"N": "0"}, ":until": {"N": str(until)}},
+            await self._conditional(
+                "touch", key, lambda found: True,
+                self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
+                UpdateExpression="SET last_seen_at = :seen", ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":seen": {"N": str(last_seen_at)}},
             )
         except VersionConflict:
-            pass  # no longer ours (it lapsed and someone else took it, or the session ended)
+            raise VersionConflict("touch: session gone") from None
 
-    async def acquire_refresh_lease(self, key: str, expected_version: int, now: int, until: int) -> bool:
+    async def acquire_refresh_lease(
+        self, key: str, expected_version: int, now: int, until: int, owner: str
+    ) -> LeaseResult:
         try:
-            await self._call(
-                "lease", self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
-                UpdateExpression="SET refresh_lease_until = :until",
+            await self._conditional(
+                "lease", key,
+                lambda found: found.lease_owner == owner and found.version == expected_version
+                and found.refresh_lease_until == until,
+                self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
+                UpdateExpression="SET refresh_lease_until = :until, lease_owner = :owner",
                 ConditionExpression=(
                     "attribute_exists(pk) AND version = :expected AND "
                     "(attribute_not_exists(refresh_lease_until) OR refresh_lease_until < :now)"
                 ),
                 ExpressionAttributeValues={
                     ":until": {"N": str(until)}, ":expected": {"N": str(expected_version)}, ":now": {"N": str(now)},
+                    ":owner": {"S": owner},
                 },
+            )
+        except VersionConflict as exc:
+            return LeaseResult(False, exc.current)  # the holder's lease and version, for the loser
+        return LeaseResult(True)
+
+    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int) -> bool:
+        try:
+            await self._conditional(
+                "renew", key, lambda found: found.lease_owner == owner and found.refresh_lease_until == until
+                and found.version == version,
+                self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
+                UpdateExpression="SET refresh_lease_until = :until",
+                ConditionExpression="attribute_exists(pk) AND version = :version AND lease_owner = :owner",
+                ExpressionAttributeValues={":until": {"N": str(until)}, ":version": {"N": str(version)},
+                                           ":owner": {"S": owner}},
             )
         except VersionConflict:
             return False
         return True
 
-    async def delete(self, key: str) -> None:
-        await self._call("delete", self._client.delete_item, TableName=self.table, Key={"pk": {"S": key}})
+    async def release_refresh_lease(self, key: str, version: int, owner: str) -> None:
+        try:
+            await self._conditional(
+                "release", key, lambda found: found.lease_owner != owner,  # released (by us, or ended)
+                self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
+                UpdateExpression="SET refresh_lease_until = :zero, lease_owner = :nobody",
+                ConditionExpression="attribute_exists(pk) AND version = :version AND lease_owner = :owner",
+                ExpressionAttributeValues={":zero": {"N": "0"}, ":nobody": {"S": ""}, ":version": {"N": str(version)},
+                                           ":owner": {"S": owner}},
+            )
+        except VersionConflict:
+            pass  # no longer ours (it lapsed and someone else took it, or the session ended)
+
+    async def delete(self, key: str) -> SessionRecord | None:
+        response = await self._call("delete", self._client.delete_item, TableName=self.table, Key={"pk": {"S": key}},
+                                    ReturnValues="ALL_OLD")
+        item = response.get("Attributes")
+        return _record(item) if item else None
 
     async def create_table(self, wait: float = 60.0) -> None:
         """Create the table (PAY_PER_REQUEST) if missing, wait for ACTIVE, enable TTL; idempotent."""
@@ -159,17 +230,50 @@ class DynamoDBStore:
         except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
             log().warning("store_ttl_not_enabled", extra={"fields": {"table": self.table, "code": type(exc).__name__}})
 
+    async def _conditional(
+        self, operation: str, key: str, ours: Callable[[SessionRecord], bool], method: Any, **kwargs: Any
+    ) -> dict[str, Any] | SessionRecord:
+        """A conditional write under our own retries; on a failed condition, the item as
+        the store holds it decides: our own earlier attempt (a success, returned as the
+        record) or a real conflict (VersionConflict carrying the item, None when gone)."""
+        kwargs["ReturnValuesOnConditionCheckFailure"] = "ALL_OLD"
+        try:
+            return await self._call(operation, method, **kwargs)
+        except _ConditionFailed as exc:
+            item = exc.item if exc.item else await self._get_item(key)  # dynalite returns no item
+        current = _record(item) if item else None
+        if current is not None and ours(current):
+            return current
+        raise VersionConflict(f"{operation}: condition failed", current)
+
     async def _call(self, operation: str, method: Any, **kwargs: Any) -> dict[str, Any]:
         if self._client is None:
             raise StoreUnavailable("store not open")
+        for attempt in range(self._attempts):
+            if attempt:
+                await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF)) - 1] * (0.5 + random.random() / 2))
+            try:
+                return await self._attempt(operation, method, kwargs)
+            except StoreUnavailable:
+                if attempt == self._attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _attempt(self, operation: str, method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            return await method(**kwargs)
+            async with asyncio.timeout(self._timeout):  # connect + read together stay within one timeout
+                return await method(**kwargs)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code")
+            error = exc.response.get("Error", {})
+            code = error.get("Code")
             if code == _CONDITION_FAILED:
-                raise VersionConflict(f"{operation}: condition failed") from None
+                raise _ConditionFailed(exc.response.get("Item")) from None
             metrics.STORE_ERRORS.labels(self.name, operation).inc()
+            if code in _PERMANENT:
+                log().error("store_rejected", extra={"fields": {"operation": operation, "code": code,
+                                                                "message": str(error.get("Message", ""))[:200]}})
+                raise StoreRejected(f"{operation}: {code}") from None
             raise StoreUnavailable(f"{operation}: {code}") from None
         except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
             metrics.STORE_ERRORS.labels(self.name, operation).inc()
@@ -188,4 +292,6 @@ def _record(item: dict[str, Any]) -> SessionRecord:
         created_at=int(item.get("created_at", {}).get("N", "0")),
         last_seen_at=int(item.get("last_seen_at", {}).get("N", "0")),
         refresh_lease_until=int(item.get("refresh_lease_until", {}).get("N", "0")),
+        lease_owner=item.get("lease_owner", {}).get("S", ""),
+        write_id=item.get("write_id", {}).get("S", ""),
     )

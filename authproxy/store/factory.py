@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from authproxy.config.schema import StoreConfig
 from authproxy.logs import log
-from authproxy.store.base import SessionStore, StoreUnavailable
+from authproxy.store.base import SessionStore, StoreError
 
 
 async def open_store(config: StoreConfig, *, create_table: bool | None = None) -> SessionStore:
@@ -22,7 +22,7 @@ async def open_store(config: StoreConfig, *, create_table: bool | None = None) -
     if settings.create_table if create_table is None else create_table:
         try:
             await store.create_table()
-        except StoreUnavailable as exc:
+        except StoreError as exc:
             # Not fatal at start-up: requests needing the store get 503 until it answers.
             log().error("store_create_table_failed", extra={"fields": {"table": settings.table, "error": str(exc)}})
     return store

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import replace
 
-from authproxy.store.base import SessionRecord, VersionConflict
+from authproxy.store.base import LeaseResult, SessionRecord, VersionConflict
 
 
 class MemoryStore:
     name = "memory"
+    write_budget = 0.0  # no network: a call answers at once
 
     def __init__(self, max_entries: int = 100_000):
         self._items: OrderedDict[str, SessionRecord] = OrderedDict()
@@ -24,18 +25,24 @@ class MemoryStore:
             return None
         return record
 
-    async def create(self, record: SessionRecord) -> None:
-        if record.key in self._items:
-            raise VersionConflict("session key exists")
-        self._items[record.key] = replace(record, version=1)
+    async def create(self, record: SessionRecord, write_id: str) -> None:
+        existing = self._items.get(record.key)
+        if existing is not None:
+            if existing.write_id == write_id:
+                return  # our own earlier write
+            raise VersionConflict("session key exists", existing)
+        self._items[record.key] = replace(record, version=1, write_id=write_id)
         while len(self._items) > self._max_entries:
             self._items.popitem(last=False)  # oldest first
 
-    async def update(self, key: str, expected_version: int, payload: bytes) -> SessionRecord:
+    async def update(self, key: str, expected_version: int, payload: bytes, write_id: str) -> SessionRecord:
         record = self._items.get(key)
         if record is None or record.version != expected_version:
-            raise VersionConflict("session changed or gone")
-        updated = replace(record, payload=payload, version=record.version + 1, refresh_lease_until=0)
+            if record is not None and record.write_id == write_id and record.version == expected_version + 1:
+                return record  # our own earlier write
+            raise VersionConflict("session changed or gone", record)
+        updated = replace(record, payload=payload, version=record.version + 1, refresh_lease_until=0, lease_owner="",
+                          write_id=write_id)
         self._items[key] = updated
         return updated
 
@@ -45,20 +52,33 @@ class MemoryStore:
             raise VersionConflict("session gone")
         self._items[key] = replace(record, last_seen_at=last_seen_at)
 
-    async def release_refresh_lease(self, key: str, until: int) -> None:
+    async def acquire_refresh_lease(
+        self, key: str, expected_version: int, now: int, until: int, owner: str
+    ) -> LeaseResult:
         record = self._items.get(key)
-        if record is not None and record.refresh_lease_until == until:
-            self._items[key] = replace(record, refresh_lease_until=0)
+        if record is None:
+            return LeaseResult(False, None)
+        if record.version == expected_version and record.lease_owner == owner and record.refresh_lease_until == until:
+            return LeaseResult(True, record)  # our own earlier write
+        if record.version != expected_version or record.refresh_lease_until >= now:
+            return LeaseResult(False, record)
+        self._items[key] = updated = replace(record, refresh_lease_until=until, lease_owner=owner)
+        return LeaseResult(True, updated)
 
-    async def acquire_refresh_lease(self, key: str, expected_version: int, now: int, until: int) -> bool:
+    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int) -> bool:
         record = self._items.get(key)
-        if record is None or record.version != expected_version or record.refresh_lease_until > now:
+        if record is None or record.version != version or record.lease_owner != owner:
             return False
         self._items[key] = replace(record, refresh_lease_until=until)
         return True
 
-    async def delete(self, key: str) -> None:
-        self._items.pop(key, None)
+    async def release_refresh_lease(self, key: str, version: int, owner: str) -> None:
+        record = self._items.get(key)
+        if record is not None and record.version == version and record.lease_owner == owner:
+            self._items[key] = replace(record, refresh_lease_until=0, lease_owner="")
+
+    async def delete(self, key: str) -> SessionRecord | None:
+        return self._items.pop(key, None)
 
     async def close(self) -> None:
         self._items.clear()

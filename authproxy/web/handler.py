@@ -45,7 +45,7 @@ from authproxy.proxy.pages import error_response
 from authproxy.proxy.websocket import WebSocketRelay, is_websocket_upgrade
 from authproxy.web.gate import Gate, Identity, session_identity
 from authproxy.session.cookies import without_own_cookies
-from authproxy.store.base import StoreUnavailable
+from authproxy.store.base import StoreRejected, StoreUnavailable
 
 if TYPE_CHECKING:  # sign-in (joserfc, cryptography) is imported only when configured
     from authproxy.policy.assertion import AssertionSigner
@@ -247,6 +247,15 @@ class ProxyHandler:
                 log().warning("store_unavailable", extra={"fields": {"request_id": request_id, "route": route_name}})
                 return error_response(503, "session_store_unavailable", "sessions cannot be checked right now; try again",
                                       request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
+            except StoreRejected as exc:
+                # Not transient (missing table, access denied, validation): "try again" would
+                # be a lie. An operator has to act; the cause is logged, never shown.
+                status = 500
+                log().error("store_rejected", extra={"fields": {"request_id": request_id, "route": route_name,
+                                                                 "error": str(exc)}})
+                return error_response(500, "session_store_rejected",
+                                      "the session store refused the request; the operators have to fix its setup",
+                                      request_id, accept=headers.get("Accept"))
             except ServiceTokenUnavailable:
                 status = 503
                 return error_response(503, "service_token_unavailable", "the service token could not be obtained; try again",

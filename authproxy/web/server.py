@@ -39,6 +39,7 @@ STATUS_READY = b"ready\n"
 STATUS_STOPPING = b"stopping\n"
 _FINAL_CLOSE = 0.5  # seconds aiohttp may take to close connections after our own drain
 SNAPSHOT_INTERVAL = 1.0  # seconds; the supervisor's /metrics lags the workers by at most this
+FLUSH_EXTRA = 5.0  # seconds past shutdown_timeout to save refreshed tokens (the supervisor waits 10)
 
 
 async def serve(
@@ -159,7 +160,16 @@ async def serve(
         log().info("stopping", extra={"fields": {"shutdown_timeout_s": config.shutdown_timeout}})
         readiness.pending("shutdown", "shutting down")
         _report(status_fd, STATUS_STOPPING)
+        # Refreshed tokens the store has not taken yet are written now, while requests
+        # drain, and again for what the drained requests left; all before the store
+        # closes and before the supervisor's hard kill (shutdown_timeout + 10 s).
+        flush_until = loop.time() + config.shutdown_timeout + FLUSH_EXTRA
+        flushing = (asyncio.create_task(sign_in.sessions.flush(flush_until - loop.time(), final=False))
+                    if sign_in is not None else None)
         await _drain(runner, config.shutdown_timeout)
+        if flushing is not None and sign_in is not None:
+            await flushing
+            await sign_in.sessions.flush(max(0.0, flush_until - loop.time()))
         if snapshots is not None:
             snapshots.cancel()
             metrics.write_snapshot(metrics_dir, f"worker-{os.getpid()}")  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -37,6 +38,7 @@ from authproxy.web.provider import ProviderLink
 
 _USED_STATES_MAX = 100_000
 _MAX_PENDING_SIGN_INS = 4  # transaction cookies one browser may hold at once
+_TRANSACTION_SALT = 16  # bytes of random salt per sign-in transaction (HKDF salt, RFC 5869 3.1)
 
 
 class SignIn:
@@ -168,12 +170,24 @@ class SignIn:
             transaction=transaction,
             extra=self.oidc.authorize_params,
         )
-        sealed = _b64encode(self.transactions.seal(transaction.to_bytes()))
+        sealed = _b64encode(self._seal_transaction(transaction.to_bytes()))
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         for name in self._transactions_to_drop(request):
             response.headers.add("Set-Cookie", self.cookies.clear_named(name))
         response.headers.add("Set-Cookie", self.cookies.set_transaction(transaction.state, sealed, TRANSACTION_LIFETIME))
         return response
+
+    def _seal_transaction(self, data: bytes) -> bytes:
+        """A key per transaction (a random salt in the cookie, like sessions' own secret):
+        unauthenticated /start calls never pile up random nonces under one key, which
+        NIST SP 800-38D 8.3 bounds at 2**32 seals."""
+        salt = os.urandom(_TRANSACTION_SALT)
+        return salt + self.transactions.seal(data, context=salt)
+
+    def _open_transaction(self, sealed: bytes) -> bytes:
+        if len(sealed) <= _TRANSACTION_SALT:
+            raise Unsealable("sealed value too short")
+        return self.transactions.open(sealed[_TRANSACTION_SALT:], context=sealed[:_TRANSACTION_SALT])
 
     def _transactions_to_drop(self, request: web.BaseRequest) -> list[str]:
         """Pending sign-ins beyond the newest few: a browser that starts many (restored
@@ -183,7 +197,7 @@ class SignIn:
         for name, value in request_cookies(request.headers.get("Cookie")).items():
             if name.startswith(self.cookies.transaction_prefix):
                 try:
-                    started = Transaction.from_bytes(self.transactions.open(_b64decode(value))).started_at
+                    started = Transaction.from_bytes(self._open_transaction(_b64decode(value))).started_at
                 except (Unsealable, ValueError):
                     started = -1  # unreadable: drop it first
                 pending.append((started, name))
@@ -209,7 +223,7 @@ class SignIn:
         if sealed is None:
             return fail("state_mismatch", "this sign-in was not started in this browser, or it expired; start again")
         try:
-            transaction = Transaction.from_bytes(self.transactions.open(_b64decode(sealed)))
+            transaction = Transaction.from_bytes(self._open_transaction(_b64decode(sealed)))
         except (Unsealable, ValueError):
             return fail("state_mismatch", "the sign-in cookie is not valid; start again")
         now = int(time.time())

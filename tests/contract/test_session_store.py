@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from authproxy.store.base import SessionRecord, StoreUnavailable, VersionConflict
+from authproxy.store.base import SessionRecord, StoreRejected, StoreUnavailable, VersionConflict
 from authproxy.store.dynamodb import DynamoDBStore
 from authproxy.store.memory import MemoryStore
 from tests.support.dynalite import Dynalite
@@ -51,32 +51,46 @@ def record(key=None, **changes):
     return SessionRecord(**values)
 
 
+def wid():
+    return secrets.token_hex(8)
+
+
+async def create(store, item):
+    await store.create(item, wid())
+    return await store.get(item.key, NOW)
+
+
 async def test_get_put(store):
     assert await store.get("missing", NOW) is None
     item = record()
-    await store.create(item)
-    assert await store.get(item.key, NOW) == item
+    write = wid()
+    await store.create(item, write)
+    stored = await store.get(item.key, NOW)
+    assert stored.payload == item.payload and stored.version == 1 and stored.write_id == write
     with pytest.raises(VersionConflict):
-        await store.create(item)  # never overwrites
+        await store.create(item, wid())  # never overwrites
+    await store.create(item, write)  # the same write sent again (its answer was lost): a success
 
 
 async def test_versioned_updates(store):
-    item = record()
-    await store.create(item)
-    updated = await store.update(item.key, 1, b"new")
+    item = await create(store, record())
+    updated = await store.update(item.key, 1, b"new", "w2")
     assert (updated.version, updated.payload) == (2, b"new")
     assert await store.get(item.key, NOW) == updated
-    with pytest.raises(VersionConflict):
-        await store.update(item.key, 1, b"stale")  # stale version
+    with pytest.raises(VersionConflict) as conflict:
+        await store.update(item.key, 1, b"stale", "w3")  # stale version
+    assert conflict.value.current is not None and conflict.value.current.version == 2  # what the store holds
+    again = await store.update(item.key, 1, b"new", "w2")  # our own write, sent again: recognised
+    assert (again.version, again.write_id) == (2, "w2")
+    assert (await store.get(item.key, NOW)).version == 2
 
 
 async def test_touch_records_activity_without_changing_the_version(store):
-    item = record()
-    await store.create(item)
+    item = await create(store, record())
     await store.touch(item.key, NOW + 61)
     touched = await store.get(item.key, NOW)
     assert (touched.last_seen_at, touched.version) == (NOW + 61, 1)
-    assert (await store.update(item.key, 1, b"tokens")).version == 2  # a refresh is not invalidated
+    assert (await store.update(item.key, 1, b"tokens", wid())).version == 2  # a refresh is not invalidated
     await store.delete(item.key)
     with pytest.raises(VersionConflict):
         await store.touch(item.key, NOW + 62)  # never re-creates
@@ -84,58 +98,135 @@ async def test_touch_records_activity_without_changing_the_version(store):
 
 
 async def test_expiry_is_checked_on_read(store):
-    item = record(expires_at=NOW + 10)
-    await store.create(item)
+    item = await create(store, record(expires_at=NOW + 10))
     assert await store.get(item.key, NOW + 9) is not None
     assert await store.get(item.key, NOW + 10) is None
 
 
 async def test_no_resurrection(store):
-    item = record()
-    await store.create(item)
-    await store.delete(item.key)
-    with pytest.raises(VersionConflict):
-        await store.update(item.key, 1, b"late write")
+    item = await create(store, record())
+    gone = await store.delete(item.key)
+    assert gone is not None and gone.payload == item.payload  # sign-out revokes what the store held
+    with pytest.raises(VersionConflict) as conflict:
+        await store.update(item.key, 1, b"late write", wid())
+    assert conflict.value.current is None  # gone, not overtaken
     assert await store.get(item.key, NOW) is None
-    assert not await store.acquire_refresh_lease(item.key, 1, NOW, NOW + 5)
+    assert not (await store.acquire_refresh_lease(item.key, 1, NOW, NOW + 5, "o")).acquired
+    assert not await store.renew_refresh_lease(item.key, 1, "o", NOW + 9)
+    await store.release_refresh_lease(item.key, 1, "o")
     assert await store.get(item.key, NOW) is None
+    assert await store.delete(item.key) is None
 
 
 async def test_update_racing_a_delete_leaves_no_item(store):
     for _ in range(5):
-        item = record()
-        await store.create(item)
-        results = await asyncio.gather(store.update(item.key, 1, b"racing"), store.touch(item.key, NOW + 1),
+        item = await create(store, record())
+        results = await asyncio.gather(store.update(item.key, 1, b"racing", wid()), store.touch(item.key, NOW + 1),
                                        store.delete(item.key), return_exceptions=True)
         assert all(r is None or isinstance(r, (SessionRecord, VersionConflict)) for r in results)
         assert await store.get(item.key, NOW) is None
 
 
 async def test_refresh_lease(store):
-    item = record()
-    await store.create(item)
-    assert await store.acquire_refresh_lease(item.key, 1, NOW, NOW + 5)
-    assert not await store.acquire_refresh_lease(item.key, 1, NOW + 1, NOW + 6)  # held by the first
-    assert not await store.acquire_refresh_lease(item.key, 2, NOW + 6, NOW + 11)  # wrong version
-    assert await store.acquire_refresh_lease(item.key, 1, NOW + 6, NOW + 11)  # the first one's lease lapsed
-    refreshed = await store.update(item.key, 1, b"refreshed tokens")
-    assert refreshed.refresh_lease_until == 0  # writing new tokens ends the lease
-    assert await store.acquire_refresh_lease(item.key, 2, NOW + 7, NOW + 12)
-    await store.release_refresh_lease(item.key, NOW + 99)  # not ours: nothing happens
-    assert not await store.acquire_refresh_lease(item.key, 2, NOW + 8, NOW + 13)
-    await store.release_refresh_lease(item.key, NOW + 12)  # ours: given back
-    assert await store.acquire_refresh_lease(item.key, 2, NOW + 8, NOW + 13)
+    item = await create(store, record())
+    assert (await store.acquire_refresh_lease(item.key, 1, NOW, NOW + 5, "a")).acquired
+    lost = await store.acquire_refresh_lease(item.key, 1, NOW + 1, NOW + 6, "b")  # held by the first
+    assert not lost.acquired
+    assert lost.current is not None and (lost.current.refresh_lease_until, lost.current.lease_owner) == (NOW + 5, "a")
+    assert not (await store.acquire_refresh_lease(item.key, 2, NOW + 6, NOW + 11, "c")).acquired  # wrong version
+    assert (await store.acquire_refresh_lease(item.key, 1, NOW + 6, NOW + 11, "d")).acquired  # the first lapsed
+    refreshed = await store.update(item.key, 1, b"refreshed tokens", wid())
+    assert (refreshed.refresh_lease_until, refreshed.lease_owner) == (0, "")  # writing new tokens ends the lease
+    assert (await store.acquire_refresh_lease(item.key, 2, NOW + 7, NOW + 12, "e")).acquired
+    await store.release_refresh_lease(item.key, 2, "someone-else")  # not ours: nothing happens
+    assert not (await store.acquire_refresh_lease(item.key, 2, NOW + 8, NOW + 13, "f")).acquired
+    await store.release_refresh_lease(item.key, 2, "e")  # ours: given back
+    assert (await store.acquire_refresh_lease(item.key, 2, NOW + 8, NOW + 13, "g")).acquired
+
+
+async def test_lease_is_fenced_by_owner_and_version(store):
+    item = await create(store, record())
+    assert (await store.acquire_refresh_lease(item.key, 1, NOW, NOW + 5, "first")).acquired
+    # the first holder stalls; its lease lapses and a second holder takes it
+    assert (await store.acquire_refresh_lease(item.key, 1, NOW + 6, NOW + 11, "second")).acquired
+    assert not await store.renew_refresh_lease(item.key, 1, "first", NOW + 20)  # the first cannot extend it
+    await store.release_refresh_lease(item.key, 1, "first")  # nor give away the second's lease
+    held = await store.get(item.key, NOW)
+    assert (held.lease_owner, held.refresh_lease_until) == ("second", NOW + 11)
+    assert await store.renew_refresh_lease(item.key, 1, "second", NOW + 30)
+    assert not (await store.acquire_refresh_lease(item.key, 1, NOW + 12, NOW + 17, "third")).acquired
+    await store.update(item.key, 1, b"tokens", wid())
+    assert not await store.renew_refresh_lease(item.key, 1, "second", NOW + 40)  # version moved on
+    # the same acquire sent again after its answer was lost: still ours
+    assert (await store.acquire_refresh_lease(item.key, 2, NOW + 13, NOW + 18, "fourth")).acquired
+    assert (await store.acquire_refresh_lease(item.key, 2, NOW + 13, NOW + 18, "fourth")).acquired
 
 
 async def test_concurrent_leases_have_one_winner(store):
-    item = record()
-    await store.create(item)
-    wins = await asyncio.gather(*(store.acquire_refresh_lease(item.key, 1, NOW, NOW + 5) for _ in range(10)))
-    assert wins.count(True) == 1
+    item = await create(store, record())
+    wins = await asyncio.gather(*(store.acquire_refresh_lease(item.key, 1, NOW, NOW + 5, f"o{i}") for i in range(10)))
+    assert [w.acquired for w in wins].count(True) == 1
 
 
 async def test_delete_missing_is_fine(store):
-    await store.delete("never-existed")
+    assert await store.delete("never-existed") is None
+
+
+class LostAnswers:
+    """Lets the named calls reach the store, then loses their answers (a timeout)."""
+
+    def __init__(self, store, *names):
+        self.lost = 0
+        for name in names:
+            method = getattr(store._client, name)
+
+            async def lose(*args, _method=method, **kwargs):
+                result = await _method(*args, **kwargs)
+                if self.lost < 1:
+                    self.lost += 1
+                    raise asyncio.TimeoutError
+                return result
+
+            setattr(store._client, name, lose)
+
+
+@pytest.mark.parametrize("server", ["moto", "dynalite"])
+async def test_a_late_answer_to_a_conditional_write_is_a_success(request, server):
+    """The first attempt lands but its answer is lost: our retry fails its condition and
+    recognises its own write (a write id on the item), so nothing reports a conflict."""
+    backend = DynamoDBStore(f"late-{secrets.token_hex(4)}", region="eu-west-1",
+                            endpoint_url=request.getfixturevalue(f"{server}_server").url)
+    await backend.open()
+    try:
+        await backend.create_table()
+        item = record()
+        lost = LostAnswers(backend, "put_item")
+        await backend.create(item, "create-1")  # no VersionConflict: the item there is ours
+        assert lost.lost == 1
+        lost = LostAnswers(backend, "update_item")
+        leased = await backend.acquire_refresh_lease(item.key, 1, NOW, NOW + 60, "me")
+        assert leased.acquired and lost.lost == 1  # not counted as lost: our own lease
+        lost.lost = 0
+        updated = await backend.update(item.key, 1, b"tokens", "write-2")
+        assert (updated.version, updated.payload, lost.lost) == (2, b"tokens", 1)
+    finally:
+        await backend.close()
+
+
+async def test_sdk_retries_are_off_and_ours_are_bounded():
+    backend = DynamoDBStore("t", region="eu-west-1", endpoint_url="http://127.0.0.1:9", timeout=0.5)
+    assert backend._config.retries == {"mode": "standard", "total_max_attempts": 1}
+    assert backend.write_budget == pytest.approx(3 * 0.5 + 0.1 + 0.3)
+
+
+async def test_a_permanent_error_is_not_retried_and_says_so(moto_server):
+    backend = DynamoDBStore(f"missing-{secrets.token_hex(4)}", region="eu-west-1", endpoint_url=moto_server.url)
+    await backend.open()
+    try:
+        with pytest.raises(StoreRejected):  # no such table: "try again" would never help
+            await backend.get("k", NOW)
+    finally:
+        await backend.close()
 
 
 async def test_create_table_is_idempotent(moto_server):
@@ -144,7 +235,7 @@ async def test_create_table_is_idempotent(moto_server):
     try:
         await store.create_table()
         await store.create_table()
-        await store.create(record("k"))
+        await store.create(record("k"), wid())
         assert (await store.get("k", NOW)).sub == "alice"
     finally:
         await store.close()

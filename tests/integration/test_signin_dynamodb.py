@@ -112,6 +112,31 @@ async def test_store_outage_cached_sessions_keep_working_others_get_503(upstream
         provider.stop()
 
 
+async def test_a_store_that_refuses_for_good_is_a_500_not_try_again(upstream, tmp_path):
+    """The table is missing (ResourceNotFoundException): retrying cannot help, so the answer
+    says so (500, logged with the cause) instead of a 503 "try again" forever."""
+    moto = MotoServer()
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    provider = OidcProvider([f"{public}/oauth2/callback"], [f"{public}/"])
+    config = settings(public, provider, upstream, moto.url)
+    config["store"]["dynamodb"]["create_table"] = False  # and nobody ran `authproxy store init`
+    proxy = ProxyProcess(config, tmp_path, port=port)
+    try:
+        async with aiohttp.ClientSession() as stranger:
+            cookie = "authproxy=" + "a" * 32 + "." + "b" * 43
+            async with stranger.get(proxy.url + "/app/x", headers={"Cookie": cookie, "Accept": "application/json"}) as response:
+                assert response.status == 500
+                assert "Retry-After" not in response.headers
+                assert (await response.json())["error"] == "session_store_rejected"
+        assert any(record.get("event") == "store_rejected" and "ResourceNotFoundException" in str(record)
+                   for record in proxy.log_records())
+    finally:
+        proxy.stop()
+        provider.stop()
+        moto.stop()
+
+
 async def test_store_outage_and_recovery(upstream, tmp_path):
     """The store stops and comes back (dynalite on disk, same port): no crash, no lost session."""
     store = Dynalite(path=tmp_path / "db")
