@@ -63,9 +63,15 @@ async def test_sigterm_lets_in_flight_requests_finish(upstream, tmp_path):
                 return response.status, await response.text()
 
         calls = [asyncio.create_task(slow_call()) for _ in range(20)]
-        await asyncio.sleep(0.4)  # all 20 are now waiting on the upstream
+        # all 20 are waiting on the upstream before the signal
+        await asyncio.to_thread(wait_until, lambda: proxy.metric("authproxy_requests_in_flight") == 20,
+                                message="20 requests in flight")
         proxy.signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
+
+        def draining():
+            return http_get(proxy.admin_url + "/readyz")[0] == 503
+
+        await asyncio.to_thread(wait_until, draining, 5, "readiness turned off")
         # while draining, readiness says so, with a reason
         status, body = await asyncio.to_thread(http_get, proxy.admin_url + "/readyz")
         assert status == 503 and json.loads(body)["pending"] == {"shutdown": "shutting down"}
@@ -86,7 +92,8 @@ async def test_shutdown_timeout_bounds_the_wait(upstream, tmp_path):
     )
     async with aiohttp.ClientSession() as session:
         call = asyncio.create_task(session.get(proxy.url + "/slow/30000"))
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(wait_until, lambda: proxy.metric("authproxy_requests_in_flight") == 1,
+                                message="the request in flight")
         proxy.signal(signal.SIGTERM)
         signalled = time.monotonic()
         assert await asyncio.to_thread(proxy.process.wait, 20) == 0

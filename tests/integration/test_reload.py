@@ -30,9 +30,11 @@ def rewrite(proxy, settings):
 
 
 async def wait_for(predicate, timeout=10.0):
+    """Poll ``predicate`` (a coroutine function, or a plain function) until it holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if await predicate():
+        result = predicate()
+        if await result if asyncio.iscoroutine(result) else result:
             return True
         await asyncio.sleep(0.05)
     return False
@@ -64,7 +66,7 @@ async def test_reload_under_load_with_zero_failed_requests(upstream, tmp_path, w
                         statuses.append(-1)
 
         loaders = [asyncio.create_task(load()) for _ in range(4)]
-        await asyncio.sleep(0.3)
+        assert await wait_for(lambda: len(statuses) >= 20)  # the load runs before the reload
         rewrite(proxy, {"routes": [upstream_route, *routes(upstream)]})
         proxy.signal(signal.SIGHUP)
         async with aiohttp.ClientSession() as http:
@@ -77,21 +79,31 @@ async def test_reload_under_load_with_zero_failed_requests(upstream, tmp_path, w
             # an invalid file is refused; the last good rules keep serving
             proxy.config_path.write_text(proxy.config_path.read_text().replace("auth: public", "auth: sometimes", 1))
             proxy.signal(signal.SIGHUP)
-            await asyncio.sleep(0.5)
+
+            def refused():
+                return any(record.get("event") == "config_reload_failed" for record in proxy.log_records())
+
+            assert await wait_for(refused), proxy.logs()[-2000:]
             assert await orders_moved()
             stop.set()
             await asyncio.gather(*loaders)
             assert len(statuses) > 50 and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
-            await asyncio.sleep(1.2)  # worker metrics reach the supervisor once a second
+            # worker metrics reach the supervisor once a second: wait for them, then check exactly
+            assert await wait_for(lambda: proxy.metric("authproxy_config_reloads_total", result="success") >= workers)
             assert proxy.metric("authproxy_config_reloads_total", result="success") == workers  # each worker applied it
             assert proxy.metric("authproxy_config_reloads_total", result="failure") == 1  # refused once, before any worker
             failures = [record for record in proxy.log_records() if record.get("event") == "config_reload_failed"]
             assert failures and any("sometimes" in error for error in failures[0]["errors"])
             if workers > 1:
                 # a worker that dies now restarts with the last good rules, not the broken file
-                worker = int(subprocess.check_output(["pgrep", "-P", str(proxy.pid)]).split()[0])
+                def workers_now():
+                    return {int(pid) for pid in subprocess.run(["pgrep", "-P", str(proxy.pid)], capture_output=True,
+                                                               text=True).stdout.split()}
+
+                worker = min(workers_now())
                 os.kill(worker, signal.SIGKILL)
-                await asyncio.sleep(1.0)  # the supervisor's restart backoff starts at 0.5 s
+                # the supervisor restarts it (after a backoff of 0.5 s): a new pid, and then ready
+                assert await wait_for(lambda: worker not in workers_now() and len(workers_now()) == workers, 20)
 
                 async def ready():
                     async with http.get(proxy.admin_url + "/readyz") as response:
@@ -111,7 +123,7 @@ async def test_in_flight_requests_finish_under_their_rules_and_watch_reloads(ups
     try:
         async with aiohttp.ClientSession() as http:
             slow = asyncio.create_task(status_of(http, proxy.url + "/slow/1500"))
-            await asyncio.sleep(0.3)
+            assert await wait_for(lambda: proxy.metric("authproxy_requests_in_flight") >= 1)  # the request is in
             # the file changes while the request is in flight: now "/" is no longer routed (404)
             rewrite(proxy, {"routes": [{"name": "only", "match": {"path_prefix": "/only"}, "upstream": upstream.url,
                                         "auth": "public"}]})

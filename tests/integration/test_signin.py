@@ -174,7 +174,10 @@ async def test_api_client_without_session_gets_401(setup):
             assert response.status == 401
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
             assert (await response.json())["error"] == "unauthorized"
-        await asyncio.sleep(0.1)  # counted just after the response leaves
+        for _ in range(100):  # counted just after the response leaves
+            if proxy.metric("authproxy_auth_total", route="app", outcome="unauthorized") > unauthorized:
+                break
+            await asyncio.sleep(0.02)
         assert proxy.metric("authproxy_auth_total", route="app", outcome="unauthorized") == unauthorized + 1
         async with session.options(proxy.url + "/app/data", headers={"Origin": "http://x.test",
                                    "Access-Control-Request-Method": "POST"}) as response:

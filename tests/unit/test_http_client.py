@@ -267,6 +267,8 @@ async def test_early_answer_while_the_body_is_still_uploading(pool):
 
 async def test_reading_pauses_when_the_consumer_does_not_read(pool):
     size = 16 * 1024 * 1024
+    held_back = asyncio.Event()
+    sent = [0]
 
     async def script(reader, writer, index, server):
         await read_request(reader)
@@ -274,12 +276,15 @@ async def test_reading_pauses_when_the_consumer_does_not_read(pool):
         block = b"z" * 65536
         for _ in range(size // len(block)):
             writer.write(block)
+            sent[0] += len(block)
+            if writer.transport.get_write_buffer_size() > 0:  # the kernel took no more: the peer stopped reading
+                held_back.set()
             await writer.drain()
 
     async with RawServer(script) as server:
         response = await call(pool, server.origin)
-        await asyncio.sleep(0.5)  # the server would have sent everything by now, unpaused
-        assert response._buffered < 1024 * 1024  # flow control held it back
+        await asyncio.wait_for(held_back.wait(), 10)  # the client stopped reading, with 16 MiB to come
+        assert response._buffered < 1024 * 1024 and sent[0] < size  # flow control held it back
         received = 0
         while chunk := await response.readany():
             received += len(chunk)
