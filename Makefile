@@ -12,7 +12,7 @@ DEBS_TEST := node:nodejs npm:npm chromium:chromium promtool:prometheus nginx:ngi
 	podman:podman runc:runc debootstrap:debootstrap catatonit:catatonit
 DEBS_BENCH := nginx:nginx wrk:wrk
 
-.PHONY: test demo bench fuzz setup debs check-config clean
+.PHONY: test demo bench fuzz soak setup debs check-config clean
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -24,6 +24,11 @@ demo: $(PIP_STAMP)
 bench: setup
 	./scripts/ensure-debs.sh $(DEBS_BENCH)
 	$(PY) bench/run.py
+
+# A script, not a test: 10 minutes of mixed traffic over 2 replicas sharing a store
+# (SOAK_ARGS="--minutes 3" shortens it); appends its figures to bench/RESULTS.md.
+soak: setup
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 # The property tests of tests/fuzz, with 100x the examples make test gives them.
 fuzz: setup

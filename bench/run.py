@@ -245,7 +245,7 @@ def write_results(results: list[Result]) -> None:
     header = [
         "# Benchmark results",
         "",
-        "Written by `make bench` (bench/run.py); each run replaces this file. Ratios compare runs of one",
+        "Written by `make bench` (bench/run.py); each run replaces the load table (soak entries from `make soak` stay). Ratios compare runs of one",
         "session on one machine; absolute numbers vary with the machine and its neighbours.",
         "",
         f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
@@ -256,7 +256,10 @@ def write_results(results: list[Result]) -> None:
         "  process tree's user+system time over the requests served (lower is better), steadier than req/s",
         "",
     ]
-    (HERE / "RESULTS.md").write_text("\n".join(header + lines) + "\n")
+    # The soak runs' entries (make soak appends them) outlive a new load table.
+    previous = (HERE / "RESULTS.md").read_text() if (HERE / "RESULTS.md").exists() else ""
+    soaks = previous[previous.index("\n## Soak"):] if "\n## Soak" in previous else ""
+    (HERE / "RESULTS.md").write_text("\n".join(header + lines) + "\n" + soaks)
     print("\n".join(lines))
 
 

@@ -123,7 +123,7 @@ def _issue_from_pydantic(error: Mapping[str, typing.Any], lines: dict[str, int],
             message += f"; did you mean {close[0]!r}?"
         elif allowed:
             message += f" (allowed: {', '.join(allowed)})"
-    elif kind == "literal_error" and not _looks_secret(loc) and path not in from_env:
+    elif kind == "literal_error" and not _looks_secret(loc) and not _holds_env(path, from_env):
         message = f"{error.get('input')!r} is not allowed; expected {error.get('ctx', {}).get('expected', '')}"
     elif kind == "missing":
         message = "required key is missing"
@@ -134,9 +134,49 @@ def _issue_from_pydantic(error: Mapping[str, typing.Any], lines: dict[str, int],
     else:
         message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
         value = error.get("input")
-        if isinstance(value, str) and value and (path in from_env or _looks_secret(loc)):
-            message = message.replace(repr(value), "'***'").replace(value, "***")
+        # An environment value anywhere in the input (a list or mapping holds it too), or a
+        # secret key's own value, is never echoed.
+        hidden = _env_strings(value, path, from_env)
+        if isinstance(value, str) and value and _looks_secret(loc):
+            hidden.append(value)
+        for text in sorted(hidden, key=len, reverse=True):
+            message = message.replace(repr(text), "'***'").replace(text, "***")
     return _with_line(ConfigIssue(path, message), lines)
+
+
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _holds_env(path: str, from_env: set[str]) -> bool:
+    """The value at ``path`` is, or holds (in a list or mapping), a value from the environment."""
+    return any(p == path or p.startswith((path + ".", path + "[")) for p in from_env) if path else bool(from_env)
+
+
+def _env_strings(value: object, path: str, from_env: set[str]) -> list[str]:
+    """The strings inside ``value`` (the input at ``path``) that came from the environment."""
+    found = []
+    for env_path in from_env:
+        if env_path == path:
+            rest = ""
+        elif path and env_path.startswith((path + ".", path + "[")):
+            rest = env_path[len(path):]
+        elif not path:
+            rest = "." + env_path
+        else:
+            continue
+        item: object = value
+        for step in _STEP.finditer(rest):
+            key, index = step.group(1), step.group(2)
+            if index is not None and isinstance(item, list) and int(index) < len(item):
+                item = item[int(index)]
+            elif key is not None and isinstance(item, Mapping) and key in item:
+                item = item[key]
+            else:
+                item = None
+                break
+        if isinstance(item, str) and item:
+            found.append(item)
+    return found
 
 
 def _looks_secret(loc: tuple[typing.Any, ...]) -> bool:

@@ -280,6 +280,9 @@ class Allow(_Strict):
     email_domains: list[str] | None = None  # the part after "@", case-insensitively
     claims: dict[str, list[str | int | bool]] | None = None  # claim -> accepted values (any)
     scopes: list[str] | None = None  # bearer: every one must be in the token's scope
+    # emails and email_domains admit only an email_verified of true (or "true"); false admits an address
+    # nobody verified (a federated user's, or one the user may write), for providers that never send the claim
+    require_verified_email: bool = True
 
     @model_validator(mode="after")
     def _not_empty(self) -> Allow:
@@ -287,6 +290,8 @@ class Allow(_Strict):
             value = getattr(self, name)
             if value is not None and not value:
                 raise ValueError(f"{name} is empty, which nobody could satisfy; leave it out instead")
+        if not self.require_verified_email and self.emails is None and self.email_domains is None:
+            raise ValueError("require_verified_email: false applies to emails and email_domains, and this rule has neither")
         for claim, values in (self.claims or {}).items():
             if not values:
                 raise ValueError(f"claims.{claim} is empty, which nobody could satisfy")
@@ -324,6 +329,10 @@ class Route(_Strict):
     # pass X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override: frameworks that honour them
     # would run a DELETE on a route whose rules only admitted the POST it arrived as
     allow_method_override: bool = False
+    # origins whose pages may open WebSockets on a session route, e.g. "https://app.example.com" or
+    # "https://*.example.com" (cross-site WebSocket hijacking); default: the request's own host,
+    # public_url's and the routes' hosts. A handshake without Origin (not a browser) is not checked
+    websocket_origins: list[str] | None = None
     allow: Allow | None = None  # who may pass; default: anyone the auth mode admits
     assertion: bool = False  # add X-Authproxy-Assertion, a short-lived ES256 JWT of the identity
     service_token: ServiceToken | None = None  # a client_credentials token for {service_token}
@@ -343,6 +352,23 @@ class Route(_Strict):
             except ValueError as exc:
                 raise ValueError(f"inject.{name}: {exc}") from None
         return value
+
+    @field_validator("websocket_origins")
+    @classmethod
+    def _websocket_origins(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        origins = []
+        for entry in value:
+            scheme, sep, rest = entry.strip().lower().rstrip("/").partition("://")
+            host, _, port = rest.partition(":")
+            labels = host[2:].split(".") if host.startswith("*.") else host.split(".")
+            if (scheme not in ("http", "https") or not sep or not all(_HOST_LABEL.fullmatch(label) for label in labels)
+                    or (port and not (port.isdigit() and 0 < int(port) < 65536))):
+                raise ValueError(f"websocket_origins: {entry!r} is not an origin like 'https://app.example.com' "
+                                 "or 'https://*.example.com'")
+            origins.append(f"{scheme}://{rest}")
+        return origins
 
     @field_validator("name")
     @classmethod
@@ -396,8 +422,14 @@ class OidcConfig(_Strict):
     """The identity provider and this proxy's client registration at it."""
 
     provider: Literal["cognito", "generic"] = "generic"
-    issuer: ExactUrl  # compared exactly with tokens' "iss"
+    # compared exactly with tokens' "iss"; cognito: the user pool's, https://cognito-idp.REGION.amazonaws.com/POOL_ID
+    # (the pool's other issuers are accepted too: the updated form and the replica regions')
+    issuer: ExactUrl
     cognito_domain: HttpUrl | None = None  # hosted UI / managed login domain (cognito only)
+    # cognito: the regions a multi-Region replicated pool also issues tokens from (original issuer form)
+    cognito_replica_regions: list[str] = []
+    # cognito: further issuers of the same pool when it is not on AWS (the development provider's other form)
+    issuer_aliases: list[ExactUrl] = []
     client_id: str = Field(min_length=1)
     client_secret: Secret | None = None  # omit for a public client (client_auth: none); a string or {file: PATH}
     client_auth: Literal["client_secret_basic", "client_secret_post", "none"] = "client_secret_basic"
@@ -434,6 +466,7 @@ class OidcConfig(_Strict):
     def _consistent(self) -> OidcConfig:
         if self.provider == "cognito" and self.cognito_domain is None:
             raise ValueError("provider cognito needs cognito_domain (the hosted UI domain)")
+        self._issuers_fit_the_provider()
         if "openid" not in self.scopes:
             raise ValueError("scopes must include openid")
         if self.client_auth == "none" and self.client_secret is not None:
@@ -441,6 +474,48 @@ class OidcConfig(_Strict):
         if self.client_auth != "none" and self.client_secret is None:
             raise ValueError(f"client_auth {self.client_auth} needs client_secret")
         return self
+
+    def _issuers_fit_the_provider(self) -> None:
+        from authproxy.oidc import cognito
+
+        aws = cognito.AwsIssuer.parse(self.issuer)
+        if self.provider == "generic":
+            if aws is not None:
+                # Cognito access tokens carry client_id and never aud, which generic bearer rules require.
+                raise ValueError(
+                    "issuer is an AWS Cognito user pool: write provider: cognito and cognito_domain "
+                    "(the pool's hosted UI domain), not provider: generic"
+                )
+            if self.cognito_replica_regions or self.issuer_aliases:
+                raise ValueError("cognito_replica_regions and issuer_aliases are for provider: cognito")
+            return
+        for region in self.cognito_replica_regions:
+            if not cognito.REGION.fullmatch(region):
+                raise ValueError(f"cognito_replica_regions: {region!r} is not an AWS region like eu-west-1")
+        if aws is not None:
+            if not cognito.POOL_ID.fullmatch(aws.pool_id):
+                raise ValueError(f"issuer names {aws.pool_id!r}, which is not a user pool id like eu-west-1_AbC123")
+            if self.issuer_aliases:
+                raise ValueError("issuer_aliases: an AWS user pool's issuers are derived from issuer; remove them")
+        elif self.cognito_replica_regions:
+            raise ValueError("cognito_replica_regions needs issuer to be the pool's https://cognito-idp.REGION.amazonaws.com/POOL_ID")
+        pool = cognito.last_segment(self.issuer)
+        for alias in self.issuer_aliases:
+            if cognito.last_segment(alias) != pool:
+                raise ValueError(f"issuer_aliases: {alias} does not end in the pool of issuer ({pool!r})")
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        """Every issuer whose tokens come from this provider, ``issuer`` first."""
+        from authproxy.oidc import cognito
+
+        if self.provider != "cognito":
+            return (self.issuer,)
+        aws = cognito.AwsIssuer.parse(self.issuer)
+        if aws is None:
+            return tuple(dict.fromkeys((self.issuer, *self.issuer_aliases)))
+        regions = [] if aws.updated else [aws.region]  # an original-form issuer may name a replica's region
+        return tuple(dict.fromkeys((self.issuer, *cognito.pool_issuers(aws.pool_id, self.cognito_replica_regions, regions))))
 
     @property
     def effective_groups_claim(self) -> str:
@@ -482,6 +557,9 @@ class DynamoDBConfig(_Strict):
 
 class CacheConfig(_Strict):
     max_entries: int = Field(default=10_000, ge=1)
+    # Memory for cached sessions per worker, estimated per session (tokens and claims as
+    # Python objects): about 3 KiB for a plain session, 20+ KiB with a hundred groups.
+    max_bytes: Annotated[int, BeforeValidator(parse_size), Field(ge=1024**2)] = 64 * 1024**2
     ttl: PositiveDuration = 30.0  # bounds how long a sign-out on one replica stays unseen on another
 
 

@@ -3,14 +3,32 @@
 The session cookie is only a ticket, ``<session id>.<session secret>`` (random, 192 and
 256 bits): it holds no token. The store knows the id only by its hash; the secret
 enters the key that encrypts the session's tokens (see ``crypto``).
+
+Sign-in transactions live in a few fixed cookie names, slots ``<prefix>0`` to
+``<prefix>{TRANSACTION_SLOTS - 1}``, each at most ``TRANSACTION_VALUE_MAX`` characters.
+So the proxy's own cookies add at most ``OWN_COOKIES_MAX`` bytes to a Cookie header,
+whatever the number, order and concurrency of sign-ins: parallel sign-ins (restored tabs)
+never see each other's cookies, so no count of what a request carries could bound it.
+Without the bound, 25 tabs left 25 cookies, a Cookie header over the server's limit, and a
+browser that got 400 for every request until they expired.
 """
 
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+TRANSACTION_SLOTS = 3  # sign-ins one browser can have under way at once
+TRANSACTION_VALUE_MAX = 1200  # characters of one sealed transaction (rd <= 512 fits: see signin)
+SESSION_VALUE_MAX = 76  # a ticket: 32 + 1 + 43
+_NAME_MAX = 80  # cookie_name: 64 characters and a __Secure- prefix (schema); "-txn-N" adds 6
+# "name=value" pairs joined by "; " (RFC 6265 5.4): 3 slots and the session stay under 4 KiB,
+# half of limits.header_size's default, the rest left to the applications' own cookies.
+OWN_COOKIES_MAX = (TRANSACTION_SLOTS + 1) * (_NAME_MAX + 3) + TRANSACTION_SLOTS * TRANSACTION_VALUE_MAX + SESSION_VALUE_MAX
 
 _TICKET = re.compile(r"([A-Za-z0-9_-]{32})\.([A-Za-z0-9_-]{43})")
 
@@ -63,9 +81,15 @@ class CookiePolicy:
             transaction_prefix = "__Host-" + transaction_prefix
         return cls(cookie_name, transaction_prefix, https, cookie_domain)
 
-    def transaction_name(self, state: str) -> str:
-        # One cookie per sign-in, so sign-ins started in parallel tabs all complete.
-        return self.transaction_prefix + hashlib.sha256(state.encode()).hexdigest()[:16]
+    def slot_name(self, slot: int) -> str:
+        return f"{self.transaction_prefix}{slot}"
+
+    def slot_of(self, name: str) -> int | None:
+        """The slot a cookie name is, or None (not a slot, e.g. an older release's name)."""
+        index = name.removeprefix(self.transaction_prefix)
+        if index != name and len(index) == 1 and index.isdigit() and int(index) < TRANSACTION_SLOTS:
+            return int(index)
+        return None
 
     def is_ours(self, name: str) -> bool:
         return name == self.session_name or name.startswith(self.transaction_prefix)
@@ -76,11 +100,18 @@ class CookiePolicy:
     def clear_session(self) -> str:
         return self._header(self.session_name, "", 0, self.domain)
 
-    def set_transaction(self, state: str, value: str, max_age: int) -> str:
-        return self._header(self.transaction_name(state), value, max_age, None)
+    def set_transaction(self, slot: int, value: str, max_age: int) -> str:
+        if not 0 <= slot < TRANSACTION_SLOTS or len(value) > TRANSACTION_VALUE_MAX:
+            raise ValueError("a transaction cookie takes one of the slots, within the size bound")
+        return self._header(self.slot_name(slot), value, max_age, None)
 
-    def clear_transaction(self, state: str) -> str:
-        return self.clear_named(self.transaction_name(state))
+    def clear_transaction(self, slot: int) -> str:
+        return self.clear_named(self.slot_name(slot))
+
+    def clear_transactions(self) -> list[str]:
+        """Set-Cookie values that delete every slot (the refusal page's way out of a
+        Cookie header too long to parse: the browser's next try works)."""
+        return [self.clear_transaction(slot) for slot in range(TRANSACTION_SLOTS)]
 
     def clear_named(self, name: str) -> str:
         return self._header(name, "", 0, None)
@@ -92,6 +123,20 @@ class CookiePolicy:
         if self.secure:
             parts.append("Secure")
         return "; ".join(parts)
+
+
+def choose_slot(started: Sequence[int | None], choice: Callable[[Sequence[int]], int] = random.choice) -> int:
+    """The slot a new sign-in takes. ``started[i]``: when the live transaction in slot ``i``
+    started, None when the slot is free (absent, unreadable or expired).
+
+    A free slot, picked at random: sign-ins started at once all see the same cookies, so
+    spreading them lets up to ``TRANSACTION_SLOTS`` of them complete rather than one.
+    With none free, the oldest is overwritten: its sign-in is the least likely to come back.
+    """
+    free = [slot for slot, at in enumerate(started) if at is None]
+    if free:
+        return choice(free)
+    return min(range(len(started)), key=lambda slot: (started[slot], slot))
 
 
 def request_cookies(header: str | None) -> dict[str, str]:

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from authproxy import metrics
-from authproxy.config.schema import Config
+from authproxy.config.schema import SESSION_MODES, Config
 from authproxy.errors import (
     BadRequest,
     ExpectationFailed,
@@ -29,6 +29,7 @@ from authproxy.errors import (
 from authproxy.logs import AccessLog, log, loggable_path
 from authproxy.policy.paths import normalise_path, split_target
 from authproxy.policy.inject import SpoofGuard, groups_of, render_safe
+from authproxy.policy.original import OriginalRequest
 from authproxy.policy.original import describe as describe_original
 from authproxy.policy.routes import RouteTable, request_host, valid_host_header
 from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody, UpstreamFailedEarly
@@ -42,15 +43,18 @@ from authproxy.proxy.headers import (
     upstream_request_headers,
 )
 from authproxy.proxy.pages import error_response
-from authproxy.proxy.websocket import WebSocketRelay, is_websocket_upgrade
+from authproxy.proxy.websocket import SessionWatch, WebSocketRelay, is_websocket_upgrade, origin_allowed
 from authproxy.web.gate import Gate, Identity, session_identity
-from authproxy.session.cookies import without_own_cookies
+from authproxy.session.cookies import SessionTicket, request_cookies, without_own_cookies
 from authproxy.store.base import StoreRejected, StoreUnavailable
 
 if TYPE_CHECKING:  # sign-in (joserfc, cryptography) is imported only when configured
+    from multidict import CIMultiDictProxy
+
     from authproxy.policy.assertion import AssertionSigner
     from authproxy.web.signin import SignIn
 
+ENVOY_ENDPOINT = "envoy"  # {proxy_prefix}/envoy/<original path>: Envoy's ext_authz path_prefix
 SIGN_IN_ROUTE = "(sign-in)"  # route label for the proxy's own endpoints under proxy_prefix
 JWKS_PATH = "/.well-known/authproxy/jwks.json"  # the assertion's public keys
 CLIENT_CLOSED = 499  # nginx's convention for "client closed the request" in logs and metrics
@@ -61,7 +65,7 @@ class Rules:
     current ``Rules`` when it starts and keeps it, so it finishes under the rules it
     started with while a reload swaps in the next."""
 
-    __slots__ = ("config", "routes", "strip", "trusted", "forward_auth_callers", "gate")
+    __slots__ = ("config", "routes", "guard", "strip", "trusted", "forward_auth_callers", "gate")
 
     def __init__(self, config: Config, gate: Gate):
         self.config = config
@@ -69,6 +73,7 @@ class Rules:
         # Identity headers only the proxy may set: whatever a client sends under these
         # names (any case, "_" for "-") never reaches an upstream, on any route.
         guard = SpoofGuard(name for route in self.routes.routes for name, _ in route.injections)
+        self.guard = guard
         self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization,
                                                allow_method_override=route.allow_method_override)
                       for route in self.routes.routes}
@@ -126,6 +131,8 @@ class ProxyHandler:
                     endpoint = path[len(self.own_prefix) :]
                     if endpoint == "auth":
                         response = await self._forward_auth(request, rules, peer, request_id)
+                    elif endpoint == ENVOY_ENDPOINT or endpoint.startswith(ENVOY_ENDPOINT + "/"):
+                        response = await self._envoy_check(request, rules, peer, request_id)
                     elif sign_in is not None:
                         response = await sign_in.handle(request, endpoint, request_id)
                     else:
@@ -183,8 +190,20 @@ class ProxyHandler:
                     if cookie is not None:
                         upstream_headers["Cookie"] = cookie
                 if is_websocket_upgrade(request):
+                    watch = None
+                    if route.auth in SESSION_MODES and sign_in is not None:
+                        # Cross-site WebSocket hijacking: the cookie goes along from any page of the site.
+                        if not origin_allowed(headers.get("Origin"), route.config.websocket_origins,
+                                              request_host(host_header), sign_in.redirects.is_own_host):
+                            status, refusal = 403, "websocket_origin"
+                            return error_response(403, "websocket_origin", "pages of this origin may not open "
+                                                  "a WebSocket here", request_id, accept=headers.get("Accept"))
+                        ticket = SessionTicket.parse(request_cookies(headers.get("Cookie")).get(sign_in.cookies.session_name))
+                        if identity is not None and identity.via == metrics.AUTH_SESSION and ticket is not None:
+                            # Closed (1008) once the session ends: checked every half cache TTL.
+                            watch = SessionWatch(sign_in.sessions, ticket, rules.config.store.cache.ttl / 2)
                     relay = WebSocketRelay(
-                        self.forwarder.session, route.max_body, route.connect_timeout + route.read_timeout
+                        self.forwarder.session, route.max_body, route.connect_timeout + route.read_timeout, watch
                     )
                     url = self.forwarder.websocket_url(route, upstream_path, query)
                     response = await relay.run(request, url, upstream_headers, request_id)
@@ -297,11 +316,41 @@ class ProxyHandler:
         rules for the original request, which only ``forward_auth.callers`` may describe
         (and only they receive injected headers, tokens included). Anyone else learns
         whether they are signed in, and never receives a token."""
+        if not rules.forward_auth_callers.contains(peer):
+            return _no_store(await self._signed_in(request, rules.gate, request_id))
+        original = describe_original(request.headers)  # exactly one description, or 400
+        # nginx's auth_request only understands 2xx/401/403; Traefik passes any answer on,
+        # so with ?redirect=1 a browser navigation gets the sign-in redirect itself.
+        redirect = request.query.get("redirect") in ("1", "true")
+        return await self._check(request, rules, request_id, original, redirect=redirect, envoy=False)
+
+    async def _envoy_check(
+        self, request: web.BaseRequest, rules: Rules, peer: str, request_id: str
+    ) -> web.StreamResponse:
+        """``{proxy_prefix}/envoy/<original path>`` for Envoy's ext_authz HTTP service and Istio's
+        envoyExtAuthzHttp provider. Envoy describes the original request by the check request
+        itself (ext_authz_http_impl.cc): the original method, ``path_prefix`` + the original
+        path and query, the original :authority as Host, ``Content-Length: 0``, and the
+        headers its allowed_headers list. Only ``forward_auth.callers`` get route decisions
+        and injected headers, as for /oauth2/auth."""
+        if not rules.forward_auth_callers.contains(peer):
+            return _no_store(await self._signed_in(request, rules.gate, request_id))
+        prefix = self.own_prefix + ENVOY_ENDPOINT
+        raw = request.raw_path
+        if not raw.startswith(prefix + "/"):  # the raw target, before normalisation: ours must be literal
+            raise BadRequest(f"set Envoy's path_prefix to {prefix}")
+        original = OriginalRequest(method=request.method, target=raw[len(prefix):], host=request.headers.get("Host", ""))
+        # Envoy passes a denial's status, headers and body to the client: browsers get the
+        # sign-in redirect itself.
+        return await self._check(request, rules, request_id, original, redirect=True, envoy=True)
+
+    async def _check(
+        self, request: web.BaseRequest, rules: Rules, request_id: str, original: OriginalRequest, *,
+        redirect: bool, envoy: bool,
+    ) -> web.StreamResponse:
+        """The route rules for ``original``, answered for a forward-auth caller."""
         headers = request.headers
         gate = rules.gate
-        if not rules.forward_auth_callers.contains(peer):
-            return _no_store(await self._signed_in(request, gate, request_id))
-        original = describe_original(headers)  # exactly one description, or 400
         target, method, host_header = original.target, original.method, original.host
         if not valid_host_header(host_header):
             raise BadRequest("the forwarded Host is not a valid host[:port]")
@@ -315,12 +364,11 @@ class ProxyHandler:
             return _forbidden("no route admits the original request", request_id)
         route = found[0]
         scheme = effective_scheme(headers, True, request.scheme)
-        # nginx's auth_request only understands 2xx/401/403; Traefik passes any answer on,
-        # so with ?redirect=1 a browser navigation gets the sign-in redirect itself.
-        redirect = request.query.get("redirect") in ("1", "true")
         verdict = await gate.evaluate(
             request, route, host=host_header, scheme=scheme, path_qs=normalised.path + ("?" + query if query else ""),
-            request_id=request_id, preflight=False, redirect=redirect, method=method,
+            request_id=request_id, redirect=redirect, method=method,
+            # the caller passes Origin and Access-Control-Request-Method on (the shipped configs do)
+            preflight=route.skip_auth_preflight and _is_cors_preflight_of(method, headers),
         )
         if verdict.outcome is not None:
             self.stats.authenticated(route.name, verdict.outcome)
@@ -330,11 +378,26 @@ class ProxyHandler:
         for name, value in await gate.identity_headers(route, verdict.identity, request_id):
             response.headers[name] = value
         sign_in = self.sign_in
+        cookie = None
         if sign_in is not None and "Cookie" in headers:
-            # The client's cookies without the proxy's own, for nginx to send the app instead.
+            # The client's cookies without the proxy's own, for the caller to send the app instead.
             cookie = without_own_cookies("; ".join(headers.getall("Cookie")), sign_in.cookies)
-            if cookie is not None and _header_safe(cookie):
+            cookie = cookie if cookie is not None and _header_safe(cookie) else None
+        if not envoy:
+            if cookie is not None:
                 response.headers["X-Auth-Request-Cookie"] = cookie
+            return response
+        # Envoy sets the answer's headers named in allowed_upstream_headers on the request and
+        # removes those named in x-envoy-auth-headers-to-remove: every identity header we did
+        # not set goes, so a client's own copy never reaches the app. Envoy removes by exact
+        # name only (its config drops names with "_": headers_with_underscores_action).
+        if cookie is not None:
+            response.headers["Cookie"] = cookie  # replaces the client's Cookie: ours taken out
+        sent = {name.lower() for name in response.headers}
+        remove = rules.guard.exact_names(route.pass_authorization, route.allow_method_override) - sent
+        if cookie is None and "Cookie" in headers:
+            remove |= {"cookie"}  # nothing of theirs left once ours is out
+        response.headers["X-Envoy-Auth-Headers-To-Remove"] = ", ".join(sorted(remove))
         return response
 
     @staticmethod
@@ -399,8 +462,11 @@ def _jwks_response(signer: AssertionSigner) -> web.Response:
 
 def _is_cors_preflight(request: web.BaseRequest) -> bool:
     """Preflights carry no credentials (Fetch standard), so they pass to the upstream."""
-    headers = request.headers
-    return request.method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
+    return _is_cors_preflight_of(request.method, request.headers)
+
+
+def _is_cors_preflight_of(method: str, headers: CIMultiDictProxy[str]) -> bool:
+    return method == "OPTIONS" and "Origin" in headers and "Access-Control-Request-Method" in headers
 
 
 def server_options(config: Config) -> dict[str, object]:

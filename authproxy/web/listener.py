@@ -9,6 +9,12 @@ HttpOnly session ticket included (the CVE-2012-0053 pattern). So no answer or lo
 of ours ever carries a request byte: the client gets a fixed page with a request id, and
 the log gets the kind of refusal and that id.
 
+A refusal also clears the proxy's sign-in transaction cookies, every slot by name with the
+attributes they were set with (``SafeServer.refusal_cookies``): the proxy's own cookies are
+bounded (session/cookies.py), but with an application's cookies on top they may still be
+what tips a Cookie header over the limit, and the browser's next try must then work
+rather than meet the same 400 until they expire.
+
 Draining: once SIGTERM arrives (``SafeServer.draining``), every response, including those of
 requests already in flight, says ``Connection: close``. Without it a keep-alive client sends
 its next request on a connection that is about to close, and gets a reset instead of an
@@ -65,6 +71,9 @@ class SafeRequestHandler(RequestHandler):
         # Without parsed headers there is no Accept to go by: the page is for a browser (the
         # one case where it matters is a page padding its own cookies), and says it plainly.
         response = error_response(status, error, text, request_id, accept="text/html")
+        if status < 500:
+            for cookie in getattr(self._manager, "refusal_cookies", ()):
+                response.headers.add("Set-Cookie", cookie)
         response.force_close()
         return response
 
@@ -82,6 +91,14 @@ class _EdgeRequest(web.BaseRequest):
 
 class SafeServer(web.Server):
     draining = False  # set once SIGTERM arrives: every response from then on closes its connection
+    refusal_cookies: tuple[str, ...] = ()  # Set-Cookie values every refusal page carries
+
+    def __init__(self, handler, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(handler, **kwargs)
+        # The proxy's handler names the sign-in cookies (fixed at start-up, a reload keeps them).
+        sign_in = getattr(handler, "sign_in", None)
+        if sign_in is not None:
+            self.refusal_cookies = tuple(sign_in.cookies.clear_transactions())
 
     def __call__(self) -> RequestHandler:
         return SafeRequestHandler(self, loop=self._loop, **self._kwargs)

@@ -8,6 +8,7 @@ Pure decisions live in oidc/ and session/; this module is the HTTP edge.
 from __future__ import annotations
 
 import base64
+import hmac
 import html
 import json
 import os
@@ -24,20 +25,27 @@ from authproxy.logs import log
 from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
 from authproxy.oidc.endpoints import logout_url
 from authproxy.oidc.flow import TRANSACTION_LIFETIME, Transaction, authorization_url
-from authproxy.oidc.redirects import RedirectPolicy
-from authproxy.oidc.verify import TokenInvalid, TokenRules, UnknownSigningKey, verify_token
+from authproxy.oidc.redirects import MAX_TARGET_LENGTH, SAFE_DEFAULT, RedirectPolicy
+from authproxy.oidc.rules import id_token_rules
+from authproxy.oidc.verify import KeyNotInJwks, TokenInvalid
 from authproxy.proxy.pages import error_response, wants_html
-from authproxy.session.cookies import CookiePolicy, SessionTicket, request_cookies
+from authproxy.session.cookies import (
+    TRANSACTION_SLOTS,
+    TRANSACTION_VALUE_MAX,
+    CookiePolicy,
+    SessionTicket,
+    choose_slot,
+    request_cookies,
+)
 from authproxy.session.crypto import SecretBox, Unsealable
 from authproxy.session.cache import SessionCache
 from authproxy.errors import SessionEnded
 from authproxy.session.refresh import Refresher
 from authproxy.session.store import Session, Sessions
-from authproxy.store.base import SessionStore, StoreError
+from authproxy.store.base import RecordTooLarge, SessionStore, StoreError
 from authproxy.web.provider import ProviderLink
 
 _USED_STATES_MAX = 100_000
-_MAX_PENDING_SIGN_INS = 4  # transaction cookies one browser may hold at once
 _TRANSACTION_SALT = 16  # bytes of random salt per sign-in transaction (HKDF salt, RFC 5869 3.1)
 
 
@@ -58,7 +66,9 @@ class SignIn:
             cookie_domain=self.settings.cookie_domain,
         )
         secrets = [secret.get_secret_value() for secret in self.settings.secrets]
-        cache: SessionCache[tuple[Session, int]] = SessionCache(config.store.cache.max_entries, config.store.cache.ttl)
+        cache: SessionCache[tuple[Session, int]] = SessionCache(
+            config.store.cache.max_entries, config.store.cache.ttl, max_bytes=config.store.cache.max_bytes,
+            weigh=lambda entry: entry[0].footprint())
         self.sessions = Sessions(store, SecretBox(secrets, b"authproxy session"), cache, self.settings.idle_timeout)
         self.refresher = Refresher(
             self.sessions, lambda: self.client, self.settings.refresh_before_expiry, verify_id_token=self._verify_refreshed
@@ -91,19 +101,15 @@ class SignIn:
         """An ID token from a refresh: same issuer and audience, no nonce (OIDC Core 12.2);
         the refresher compares ``sub``. ``fetch`` False: the cached keys only (inside a lease)."""
         assert self.client is not None
-        rules = TokenRules(
-            issuer=self.oidc.issuer,
-            audiences=frozenset({self.oidc.client_id}),
-            authorized_party=self.oidc.client_id,
-            token_use="id" if self.oidc.provider == "cognito" else None,
-            id_token=True,
-        )
+        rules = id_token_rules(self.oidc)  # any issuer of the provider (a Cognito pool has several)
         if not fetch:
-            keys = self.client.jwks.keys
-            if keys is None:
-                raise UnknownSigningKey("unknown_key", "no keys loaded yet")
-            return verify_token(id_token, keys, rules, now)
-        return await self.client.verify(id_token, rules, now)
+            return self.client.verify_cached(id_token, rules, now)
+        try:
+            return await self.client.verify(id_token, rules, now)
+        except KeyNotInJwks:
+            # Not a key the provider is rotating in: the JWKS was refetched. A definite
+            # failure, so the refresher ends the session instead of retrying forever.
+            raise TokenInvalid("key_not_in_jwks", "the signing key is not in the refetched JWKS") from None
 
     async def session_for_route(
         self, request: web.BaseRequest, now: int, request_id: str = "", id_token: bool = False
@@ -133,6 +139,8 @@ class SignIn:
         if (method or request.method) in ("GET", "HEAD") and wants_html(accept):
             own_host = self.public_url.host or ""
             target = path_qs if host.split(":")[0].lower() == own_host.lower() else f"{scheme}://{host}{path_qs}"
+            if len(target) > MAX_TARGET_LENGTH:  # too long to come back to (rd's bound): "/" already here
+                target = SAFE_DEFAULT
             location = f"{self.origin}{self.prefix}/start?" + urlencode({"rd": target})
             return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         return error_response(
@@ -161,6 +169,12 @@ class SignIn:
         now = int(time.time())
         target = self.redirects.safe_target(request.query.get("rd"))
         transaction = Transaction.start(target, now)
+        sealed = self._seal_transaction(transaction)
+        if len(sealed) > TRANSACTION_VALUE_MAX:  # not with a valid rd; the cookies' bound holds whatever
+            transaction = Transaction.start(SAFE_DEFAULT, now)
+            sealed = self._seal_transaction(transaction)
+        pending, strays = self._pending_sign_ins(request)
+        slot = choose_slot([at if t is not None and not t.expired(now) else None for at, t in pending])
         assert self.client is not None
         location = authorization_url(
             self.client.endpoints.authorization,
@@ -170,71 +184,86 @@ class SignIn:
             transaction=transaction,
             extra=self.oidc.authorize_params,
         )
-        sealed = _b64encode(self._seal_transaction(transaction.to_bytes()))
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-        for name in self._transactions_to_drop(request):
+        for name in strays:
             response.headers.add("Set-Cookie", self.cookies.clear_named(name))
-        response.headers.add("Set-Cookie", self.cookies.set_transaction(transaction.state, sealed, TRANSACTION_LIFETIME))
+        response.headers.add("Set-Cookie", self.cookies.set_transaction(slot, sealed, TRANSACTION_LIFETIME))
         return response
 
-    def _seal_transaction(self, data: bytes) -> bytes:
-        """A key per transaction (a random salt in the cookie, like sessions' own secret):
-        unauthenticated /start calls never pile up random nonces under one key, which
-        NIST SP 800-38D 8.3 bounds at 2**32 seals."""
+    def _seal_transaction(self, transaction: Transaction) -> str:
+        """The cookie value: a key per transaction (a random salt in the cookie, like
+        sessions' own secret), so unauthenticated /start calls never pile up random nonces
+        under one key, which NIST SP 800-38D 8.3 bounds at 2**32 seals. Sealed with it, the
+        time in milliseconds: which slot is the oldest, when sign-ins start within a second."""
         salt = os.urandom(_TRANSACTION_SALT)
-        return salt + self.transactions.seal(data, context=salt)
+        data = time.time_ns().to_bytes(8, "big") + transaction.to_bytes()
+        return _b64encode(salt + self.transactions.seal(data, context=salt))
 
-    def _open_transaction(self, sealed: bytes) -> bytes:
+    def _open_transaction(self, value: str) -> tuple[int, Transaction]:
+        """(when it started, in ns; the transaction). Raises Unsealable or ValueError."""
+        sealed = _b64decode(value)
         if len(sealed) <= _TRANSACTION_SALT:
             raise Unsealable("sealed value too short")
-        return self.transactions.open(sealed[_TRANSACTION_SALT:], context=sealed[:_TRANSACTION_SALT])
+        data = self.transactions.open(sealed[_TRANSACTION_SALT:], context=sealed[:_TRANSACTION_SALT])
+        return int.from_bytes(data[:8], "big"), Transaction.from_bytes(data[8:])
 
-    def _transactions_to_drop(self, request: web.BaseRequest) -> list[str]:
-        """Pending sign-ins beyond the newest few: a browser that starts many (restored
-        tabs, or a hostile page navigating to /start) must not grow its Cookie header
-        past the server's limit and lock itself out of the whole host."""
-        pending = []
+    def _pending_sign_ins(self, request: web.BaseRequest) -> tuple[list[tuple[int, Transaction | None]], list[str]]:
+        """(when it started, the transaction) in each slot this request carries (None:
+        free or unreadable), and the names of other transaction cookies (an earlier
+        release's, one per sign-in) to clear. The slots bound the proxy's cookies
+        (session/cookies.py): restored tabs, or a hostile page navigating to /start, cannot
+        lock a browser out of the host."""
+        pending: list[tuple[int, Transaction | None]] = [(0, None)] * TRANSACTION_SLOTS
+        strays = []
         for name, value in request_cookies(request.headers.get("Cookie")).items():
-            if name.startswith(self.cookies.transaction_prefix):
-                try:
-                    started = Transaction.from_bytes(self._open_transaction(_b64decode(value))).started_at
-                except (Unsealable, ValueError):
-                    started = -1  # unreadable: drop it first
-                pending.append((started, name))
-        pending.sort()
-        return [name for _, name in pending[: max(0, len(pending) - (_MAX_PENDING_SIGN_INS - 1))]]
+            if not name.startswith(self.cookies.transaction_prefix):
+                continue
+            slot = self.cookies.slot_of(name)
+            if slot is None:
+                strays.append(name)
+                continue
+            try:
+                pending[slot] = self._open_transaction(value)
+            except (Unsealable, ValueError):
+                pass  # unreadable (another secret, altered): the slot is free
+        return pending, strays
 
     async def _callback(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         accept = request.headers.get("Accept")
         query = request.query
         state = query.get("state", "")
+        slot: int | None = None  # the transaction cookie of this sign-in, once found
 
         def fail(reason: str, message: str, status: int = 400) -> web.Response:
             metrics.LOGINS.labels(reason).inc()
             log().warning("login_failed", extra={"fields": {"request_id": request_id, "reason": reason}})
             response = error_response(status, reason, message, request_id, accept=accept)
-            if state:
-                response.headers.add("Set-Cookie", self.cookies.clear_transaction(state))
+            if slot is not None:  # only this sign-in's: the other slots may hold other tabs' sign-ins
+                response.headers.add("Set-Cookie", self.cookies.clear_transaction(slot))
             return response
 
         if not state:
+            if "error" in query:  # Cognito omits state from some error redirects: still say what it refused
+                code = _printable(query.get("error", "")[:64])
+                return fail("idp_error", f"the identity provider refused the sign-in: {code} (its answer carries no state)",
+                            status=403)
             return fail("state_missing", "the sign-in response carries no state")
-        sealed = request_cookies(request.headers.get("Cookie")).get(self.cookies.transaction_name(state))
-        if sealed is None:
+        pending, _ = self._pending_sign_ins(request)
+        slot = next((i for i, (_, t) in enumerate(pending)
+                     if t is not None and hmac.compare_digest(t.state.encode(), state.encode())), None)
+        if slot is None:
             return fail("state_mismatch", "this sign-in was not started in this browser, or it expired; start again")
-        try:
-            transaction = Transaction.from_bytes(self._open_transaction(_b64decode(sealed)))
-        except (Unsealable, ValueError):
-            return fail("state_mismatch", "the sign-in cookie is not valid; start again")
+        transaction = pending[slot][1]
+        assert transaction is not None
         now = int(time.time())
-        if transaction.state != state or transaction.expired(now):
-            return fail("state_mismatch", "this sign-in expired or does not match; start again")
+        if transaction.expired(now):
+            return fail("state_mismatch", "this sign-in expired; start again")
         if state in self._used_states:
             return fail("replayed", "this sign-in response was already used")
         # RFC 9207 2.4: the iss parameter, when present (or promised), must be our issuer.
         assert self.client is not None
         iss = query.get("iss")
-        if (iss is not None or self.client.endpoints.iss_parameter_supported) and iss != self.oidc.issuer:
+        if (iss is not None or self.client.endpoints.iss_parameter_supported) and iss not in self.client.endpoints.issuers:
             return fail("issuer_mismatch", "the sign-in response came from an unexpected issuer")
         if "error" in query:
             code = query.get("error", "")[:64]
@@ -251,14 +280,7 @@ class SignIn:
             return fail("idp_unavailable", "the identity provider could not be reached; try again", status=502)
         if not tokens.id_token:
             return fail("token_invalid", "the identity provider returned no ID token")
-        rules = TokenRules(
-            issuer=self.oidc.issuer,
-            audiences=frozenset({self.oidc.client_id}),
-            authorized_party=self.oidc.client_id,
-            token_use="id" if self.oidc.provider == "cognito" else None,
-            nonce=transaction.nonce,
-            id_token=True,
-        )
+        rules = id_token_rules(self.oidc, nonce=transaction.nonce)
         try:
             claims = await self.client.verify(tokens.id_token, rules, now)
         except TokenInvalid as exc:
@@ -289,6 +311,14 @@ class SignIn:
         )
         try:
             await self.sessions.create(ticket, session)
+        except RecordTooLarge as exc:
+            # Refused now, with the reason, rather than failing on a later write (DynamoDB: 400 KB per item).
+            log().error("session_too_large", extra={"fields": {
+                "request_id": request_id, "sub": session.sub, "bytes": exc.size, "limit": exc.limit,
+                "id_token_bytes": len(tokens.id_token), "access_token_bytes": len(tokens.access_token)}})
+            return fail("session_too_large", f"the sign-in's tokens are too large to keep (about {exc.size // 1024} KiB, "
+                        f"the limit is {exc.limit // 1024} KiB): ask an administrator to trim their claims or groups",
+                        status=500)
         except StoreError:
             return fail("store_unavailable", "sessions cannot be stored right now; try again", status=503)
         metrics.LOGINS.labels("success").inc()
@@ -298,7 +328,7 @@ class SignIn:
             headers={"Location": transaction.redirect_target, "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
         )
         response.headers.add("Set-Cookie", self.cookies.set_session(ticket.encode(), int(self.settings.lifetime)))
-        response.headers.add("Set-Cookie", self.cookies.clear_transaction(state))
+        response.headers.add("Set-Cookie", self.cookies.clear_transaction(slot))
         return response
 
     async def _sign_out(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
@@ -319,12 +349,17 @@ class SignIn:
         location = target
         if found is not None:
             ticket, session = found
+            # "yes": the provider confirmed every revocation; "no": one failed (counted in
+            # authproxy_idp_errors_total); "none": nothing to revoke, or no revocation endpoint.
+            revoked = "none"
             for refresh_token in revoke or ([session.refresh_token] if session.refresh_token else []):
                 if self.client is None:
                     break
                 try:
-                    await self.client.revoke(refresh_token)  # RFC 7009
+                    if await self.client.revoke(refresh_token) and revoked == "none":  # RFC 7009
+                        revoked = "yes"
                 except IdpError as exc:
+                    revoked = "no"
                     log().warning("revocation_failed", extra={"fields": {"request_id": request_id, "error": str(exc)}})
             assert self.client is not None
             location = logout_url(
@@ -335,7 +370,8 @@ class SignIn:
                 fallback=target,
             )
             metrics.LOGOUTS.inc()
-            log().info("logout", extra={"fields": {"request_id": request_id, "sub": session.sub}})
+            log().info("logout", extra={"fields": {"request_id": request_id, "sub": session.sub,
+                                                   "refresh_token_revoked": revoked}})
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         response.headers.add("Set-Cookie", self.cookies.clear_session())
         return response

@@ -435,3 +435,28 @@ async def test_admin_endpoints(proxy):
     assert 'authproxy_requests_total{code="200",method="GET",route="api"}' in text
     assert "authproxy_ready 1.0" in text
     assert 'authproxy_upstream_errors_total{kind="refused",route="dead"}' in text
+
+
+async def test_websocket_upgrade_answered_like_a_plain_page_is_relayed_as_it_is(proxy):
+    """Hardening item 5: an upstream that answers an upgrade without switching protocols
+    (here the echo page: 200, JSON) has its answer relayed, status, headers and body; it
+    is not a 502 and not an upstream error. Before: 502 and an invalid_response error."""
+    errors = proxy.metric("authproxy_upstream_errors_total", route="api")
+    handshake = ("GET /api/not-a-socket?q=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 "X-Request-Id: ws-plain-page\r\n\r\n").encode()
+    status, headers, body = await raw_request(proxy.port, handshake)
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    echo = json.loads(body)
+    assert echo["path"] == "/not-a-socket" and echo["query"] == "q=1"
+    assert "upgrade" not in headers and headers.get("connection") == "close"
+    async with aiohttp.ClientSession() as session:  # a WebSocket client sees the status, as from the app itself
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            await session.ws_connect(proxy.ws_url + "/api/ws-forbidden")
+        assert caught.value.status == 403
+    # the app's own refusal page, not ours
+    status, _, body = await raw_request(proxy.port, handshake.replace(b"/not-a-socket?q=1", b"/ws-forbidden"))
+    assert status == 403 and body == b"no websockets for you"
+    record = await proxy.access_record("ws-plain-page")
+    assert record["status"] == 200 and record["upstream_status"] == 200
+    assert proxy.metric("authproxy_upstream_errors_total", route="api") == errors

@@ -11,7 +11,7 @@ POLICY = RedirectPolicy(["app.example.com", "*.tenants.example.com"], ["docs.exa
     "target",
     [
         "/",
-        "/dashboard?tab=1#top",
+        "/dashboard?tab=1",
         "/a/b%20c",
         "https://app.example.com/x",
         "http://app.example.com:8080/x",
@@ -58,7 +58,26 @@ def test_accepted(target):
         "https://app.example.com:99999/",
         "http:///evil.example",
         "/" + "a" * 5000,
+        "/" + "a" * 512,  # longer than MAX_TARGET_LENGTH
+        "/" + "\u00e9" * 200,  # short, but long once percent-encoded
+        "https://app.example.com/" + "a" * 500,
     ],
 )
 def test_rejected_becomes_root(target):
     assert POLICY.safe_target(target) == "/"
+
+
+@pytest.mark.parametrize(
+    ("target", "kept"),
+    [
+        ("/dashboard?tab=1#top", "/dashboard?tab=1"),  # path and query only: a browser never sends a fragment
+        ("https://app.example.com/x?y=1#frag", "https://app.example.com/x?y=1"),
+        ("/a b", "/a%20b"),
+        ("/caf\u00e9", "/caf%C3%A9"),
+        ('/q?x="<y>"', "/q?x=%22%3Cy%3E%22"),
+        ("/" + "a" * 511, "/" + "a" * 511),
+        ("/#only-a-fragment", "/"),
+    ],
+)
+def test_kept_short_and_encoded(target, kept):
+    assert POLICY.safe_target(target) == kept
