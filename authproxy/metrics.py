@@ -65,12 +65,18 @@ STORE_DURATION = Histogram("authproxy_store_operation_duration_seconds", "Sessio
                            ("backend", "operation"), buckets=LATENCY_BUCKETS)
 STORE_ERRORS = Counter("authproxy_store_errors", "Session store operations that failed (unavailable).",
                        ("backend", "operation"))
+STORE_CIRCUIT_OPEN = Gauge("authproxy_store_circuit_open",
+                           "1 while store calls fail fast (circuit open or half-open: one probe at a time), else 0.",
+                           ("backend",))
+STORE_CIRCUIT_REJECTED = Counter("authproxy_store_circuit_rejected",
+                                 "Store calls failed at once because the circuit was open.", ("backend",))
 CACHE_HITS = Counter("authproxy_session_cache_hits", "Session lookups answered by the local cache.")
 CACHE_MISSES = Counter("authproxy_session_cache_misses", "Session lookups that went to the store.")
 CONFIG_RELOADS = Counter("authproxy_config_reloads", "Configuration reloads, by result (success, failure).", ("result",))
 for _result in ("success", "failure"):  # present from the start, so alerts and rate() see a zero
     CONFIG_RELOADS.labels(_result)
 CACHE_ENTRIES = Gauge("authproxy_session_cache_entries", "Sessions in the local cache.")
+CACHE_BYTES = Gauge("authproxy_session_cache_bytes", "Estimated memory of the sessions in the local cache (bound: store.cache.max_bytes).")
 SESSION_PENDING_WRITES = Gauge("authproxy_session_pending_writes",
                                "Refreshed sessions whose new tokens are not in the store yet (kept and retried).")
 SESSION_WRITES_LOST = Counter("authproxy_session_writes_lost",

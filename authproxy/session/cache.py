@@ -20,9 +20,16 @@ Value = TypeVar("Value")
 
 
 class SessionCache(Generic[Value]):
-    def __init__(self, max_entries: int, ttl: float, clock: Callable[[], float] = time.monotonic):
-        self._entries: OrderedDict[str, tuple[float, Value]] = OrderedDict()
+    """Bounded by entry count and, with ``weigh``, by bytes (a session with a few hundred
+    groups in its claims takes tens of KiB, so a count alone does not bound memory)."""
+
+    def __init__(self, max_entries: int, ttl: float, clock: Callable[[], float] = time.monotonic, *,
+                 max_bytes: int | None = None, weigh: Callable[[Value], int] | None = None):
+        self._entries: OrderedDict[str, tuple[float, Value, int]] = OrderedDict()
         self._max_entries = max_entries
+        self._max_bytes = max_bytes if weigh is not None else None
+        self._weigh = weigh
+        self.bytes = 0
         self._ttl = ttl
         self._clock = clock
         self._loading: dict[str, asyncio.Future[Value | None]] = {}
@@ -37,12 +44,12 @@ class SessionCache(Generic[Value]):
     async def get_or_load(self, key: str, load: Callable[[], Awaitable[Value | None]]) -> Value | None:
         entry = self._entries.get(key)
         if entry is not None:
-            stored_at, value = entry
+            stored_at, value, _ = entry
             if self._clock() - stored_at < self._ttl:
                 self._entries.move_to_end(key)
                 metrics.CACHE_HITS.inc()
                 return value
-            del self._entries[key]
+            self._drop(key)
         metrics.CACHE_MISSES.inc()
         pending = self._loading.get(key)
         if pending is not None:  # someone is already reading this session: share the read
@@ -70,15 +77,29 @@ class SessionCache(Generic[Value]):
         """Cache ``value``; with ``generation``, only if no evict() happened since it was taken."""
         if generation is not None and generation != self.generation(key):
             return
-        self._entries[key] = (self._clock(), value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        self._drop(key)
+        size = self._weigh(value) if self._weigh is not None else 0
+        if self._max_bytes is not None and size > self._max_bytes:
+            metrics.CACHE_ENTRIES.set(len(self._entries))
+            metrics.CACHE_BYTES.set(self.bytes)
+            return  # larger than the whole cache: served, not kept
+        self._entries[key] = (self._clock(), value, size)
+        self.bytes += size
+        while len(self._entries) > self._max_entries or (self._max_bytes is not None and self.bytes > self._max_bytes):
+            _, (_, _, dropped) = self._entries.popitem(last=False)
+            self.bytes -= dropped
         metrics.CACHE_ENTRIES.set(len(self._entries))
+        metrics.CACHE_BYTES.set(self.bytes)
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]
 
     def evict(self, key: str) -> None:
-        self._entries.pop(key, None)
+        self._drop(key)
         metrics.CACHE_ENTRIES.set(len(self._entries))
+        metrics.CACHE_BYTES.set(self.bytes)
         self._generations[key] = self.generation(key) + 1
         self._generations.move_to_end(key)
         while len(self._generations) > self._max_entries:

@@ -15,8 +15,12 @@
 - Losers write nothing: the failed acquire returns the item (newer tokens, or the
   holder's deadline), which is cached and remembered; later requests re-read at most
   once a second until the holder's deadline, then may try again.
-- ``invalid_grant``: the session ends. A transient IdP failure keeps serving while
-  the current access token is valid, else the caller answers 503.
+- ``invalid_grant``: the session ends. Any other failure (the provider down, slow or
+  refusing for another reason) backs off per session: the holder keeps its lease, moved
+  to now plus a jittered, capped backoff that doubles with each failure in a row and
+  marked as a back-off (conditional on still owning it), so no replica asks the provider
+  again before then. Meanwhile the current access token is served while valid, else the
+  caller answers 503 at once.
 - A new ID token from a refresh (OIDC Core 12.2) is checked against the cached keys
   inside the lease; when that cannot decide (no keys, a new key id, the provider's keys
   unreachable) the tokens are saved anyway and the ID token waits, unused, to be
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import secrets
 import time
 from collections import OrderedDict
@@ -42,7 +47,7 @@ from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
 from authproxy.oidc.verify import TokenInvalid, UnknownSigningKey
 from authproxy.session.cookies import SessionTicket
 from authproxy.session.store import Session, Sessions
-from authproxy.store.base import StoreError, VersionConflict
+from authproxy.store.base import LeaseResult, StoreError, VersionConflict
 
 IDP_TIMEOUT = 10.0  # the provider client's own total timeout (oidc/client.py)
 MAX_CLOCK_SKEW = 5.0  # seconds replicas' wall clocks may differ by (the lease is compared on the taker's clock)
@@ -50,6 +55,9 @@ LOSER_WAIT = 5.0  # how long a replica that lost the lease waits for the winner'
 LOSER_RECHECK = 1.0  # a loser re-reads the item at most this often while the holder's lease runs
 VERIFY_RETRY = 10.0  # seconds between attempts to verify a refreshed ID token that could not be verified
 _REMEMBERED = 10_000  # holders' deadlines kept (bounded like the cache)
+BACKOFF_BASE = 1.0  # seconds after the first failed refresh of a session; doubled per failure in a row
+BACKOFF_CAP = 30.0
+_BACKOFF = "backoff:"  # lease owner prefix: "backoff:<failures in a row>:<owner>"
 # Verification failures that say nothing about the token itself: keys not loaded yet or a
 # new key id within the refetch interval, or clocks apart. Anything else is definite.
 _UNDECIDED = frozenset({"unknown_key", "expired", "issued_in_the_future", "not_yet_valid"})
@@ -77,6 +85,20 @@ class LeasePlan:
     @property
     def seconds(self) -> int:
         return math.ceil(2 * (self.write_budget + self.needed))
+
+
+def backoff_seconds(failures: int, jitter: float) -> float:
+    """How long every replica leaves a session's refresh alone after ``failures`` failed
+    refreshes in a row; ``jitter`` in [0, 1) spreads sessions that failed together."""
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** min(failures - 1, 16)) * (0.5 + jitter / 2)
+
+
+def backoff_failures(owner: str) -> int:
+    """Failures in a row recorded in a lease owner (0: not a back-off)."""
+    if not owner.startswith(_BACKOFF):
+        return 0
+    count = owner[len(_BACKOFF):].split(":", 1)[0]
+    return int(count) if count.isdigit() else 0
 
 
 class IdTokenVerifier(Protocol):
@@ -122,6 +144,7 @@ class _Holder:
     version: int
     deadline: float  # our monotonic clock
     recheck_at: float
+    backoff: bool = False  # nobody is refreshing: a failed refresh's back-off runs until ``deadline``
 
 
 class Refresher:
@@ -137,6 +160,7 @@ class Refresher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         idp_timeout: float = IDP_TIMEOUT,
         max_clock_skew: float = MAX_CLOCK_SKEW,
+        jitter: Callable[[], float] = random.random,
     ):
         self._sessions = sessions
         self._verify_id_token = verify_id_token
@@ -145,10 +169,12 @@ class Refresher:
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
+        self._jitter = jitter
         self.plan = LeasePlan(idp_timeout, getattr(sessions.store, "write_budget", 0.0), max_clock_skew)
         self._inflight: dict[str, asyncio.Future[Session]] = {}
         self._holders: OrderedDict[str, _Holder] = OrderedDict()
         self._verify_after: dict[str, float] = {}
+        self._unsure: OrderedDict[str, tuple[int, str]] = OrderedDict()  # key -> (version, owner): acquire unanswered
         sessions.revoke = self._revoke
 
     async def fresh(
@@ -207,13 +233,14 @@ class Refresher:
             # Never drop an unsaved token to make room: take no new lease instead.
             return self._keep_or_fail(session, now, "too many unsaved refreshes", request_id)
         generation = self._sessions.generation(ticket)
-        owner = secrets.token_urlsafe(12)
+        owner = self._owner(ticket.key, version)
         lease = await self._lease(ticket, version, owner)
         if lease is None:
             return self._keep_or_fail(session, now, "store unavailable", request_id)
-        if lease is not True:
+        if not lease.acquired:
             metrics.TOKEN_REFRESH.labels("lease_lost").inc()
             return await self._lost(ticket, session, version, generation, lease, request_id)
+        failures = backoff_failures(lease.previous_owner)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.plan.idp_timeout):
@@ -227,11 +254,11 @@ class Refresher:
                 )
                 await self._sessions.end(ticket)  # the provider already killed its tokens
                 raise SessionEnded("the provider refused the refresh token") from None
-            await self._release(ticket, version, owner)
+            await self._back_off(ticket, session.sub, version, owner, failures + 1, request_id)
             return self._keep_or_fail(session, now, f"refresh rejected: {exc.error}", request_id)
         except (IdpError, TimeoutError):
             metrics.TOKEN_REFRESH.labels("transient_error").inc()
-            await self._release(ticket, version, owner)
+            await self._back_off(ticket, session.sub, version, owner, failures + 1, request_id)
             return self._keep_or_fail(session, now, "identity provider unavailable", request_id)
         finally:
             metrics.TOKEN_REFRESH_DURATION.observe(time.perf_counter() - started)
@@ -264,8 +291,8 @@ class Refresher:
             return await self._verify_later(ticket, refreshed, version + 1, request_id)
         return refreshed
 
-    async def _lease(self, ticket: SessionTicket, version: int, owner: str) -> Any:
-        """True: ours, with the plan's ``needed`` left; a ``LeaseResult``: lost; None: the
+    async def _lease(self, ticket: SessionTicket, version: int, owner: str) -> LeaseResult | None:
+        """A ``LeaseResult``: acquired (with the plan's ``needed`` left) or lost; None: the
         store failed or the lease left is too short."""
         started = self._monotonic()  # before the request: the acquire's own time counts against the lease
         seconds = self.plan.seconds
@@ -273,12 +300,23 @@ class Refresher:
         try:
             result = await self._sessions.store.acquire_refresh_lease(ticket.key, version, until - seconds, until, owner)
         except StoreError:
+            # It may have landed all the same (an answer lost, or retries cut short by the
+            # circuit breaker): the next try names the same owner, so it can claim it back
+            # instead of leaving every replica to wait for the lease to lapse.
+            self._unsure[ticket.key] = (version, owner)
+            self._unsure.move_to_end(ticket.key)
+            while len(self._unsure) > _REMEMBERED:
+                self._unsure.popitem(last=False)
             return None
-        if not result.acquired:
+        current = result.current
+        ours = result.acquired or (current is not None and current.version == version and current.lease_owner == owner)
+        if not ours:
             return result
-        if started + seconds - 1 - self._monotonic() >= self.plan.needed:
-            return True
-        # The acquire took most of the lease (a slow store): extend it once, on the same terms.
+        self._unsure.pop(ticket.key, None)
+        if result.acquired and started + seconds - 1 - self._monotonic() >= self.plan.needed:
+            return result
+        # The acquire took most of the lease (a slow store), or the lease is an earlier
+        # acquire of ours that landed unseen: extend it once, on the same terms.
         started = self._monotonic()
         until = int(self._clock()) + seconds
         try:
@@ -286,7 +324,7 @@ class Refresher:
         except StoreError:
             renewed = False
         if renewed and started + seconds - 1 - self._monotonic() >= self.plan.needed:
-            return True
+            return result if result.acquired else LeaseResult(True)
         log().warning("refresh_lease_too_short", extra={"fields": {"needed_s": self.plan.needed}})
         await self._release(ticket, version, owner)
         return None
@@ -342,8 +380,9 @@ class Refresher:
         self._verify_after.pop(ticket.key, None)
         verified = session.with_verified_id_token(token, claims)
         generation = self._sessions.generation(ticket)
-        owner = secrets.token_urlsafe(12)
-        if await self._lease(ticket, version, owner) is not True:
+        owner = self._owner(ticket.key, version)
+        lease = await self._lease(ticket, version, owner)
+        if lease is None or not lease.acquired:
             return verified  # someone else holds it (or the store is down): theirs or a later write saves it
         try:
             await self._sessions.save_refreshed(ticket, verified, version, generation)
@@ -361,8 +400,44 @@ class Refresher:
             raise SessionEnded("the session changed hands") from None
         return self._sessions.remember(ticket, *found, self._sessions.generation(ticket))[0]
 
+    async def _back_off(
+        self, ticket: SessionTicket, sub: str, version: int, owner: str, failures: int, request_id: str
+    ) -> None:
+        """After a failed refresh: keep the lease, until now plus the backoff, marked as a
+        back-off, if it is still ours; every replica then leaves the provider alone until it
+        lapses (refresh grants count against the provider's quota). This process remembers
+        it too, so its own requests do not even ask the store."""
+        delay = backoff_seconds(failures, self._jitter())
+        marker = f"{_BACKOFF}{failures}:{owner}"
+        try:
+            kept = await self._sessions.store.renew_refresh_lease(
+                ticket.key, version, owner, int(self._clock()) + math.ceil(delay), marker)
+        except StoreError:
+            kept = False
+        log().warning("refresh_backoff", extra={"fields": {
+            "request_id": request_id, "sub": sub, "failures": failures, "seconds": math.ceil(delay), "kept": kept}})
+        if not kept:
+            await self._release(ticket, version, owner)  # not ours any more, or the store failed: best effort
+        now = self._monotonic()
+        self._remember_holder(ticket.key, _Holder(version, now + math.ceil(delay), now, backoff=True))
+
+    def _owner(self, key: str, version: int) -> str:
+        """The owner token for a new lease: the one of an earlier acquire at this version
+        whose answer never came (it may hold the lease), else a fresh random one."""
+        unsure = self._unsure.get(key)
+        if unsure is not None and unsure[0] == version:
+            return unsure[1]
+        return secrets.token_urlsafe(12)
+
+    def _remember_holder(self, key: str, holder: _Holder) -> None:
+        self._holders[key] = holder
+        self._holders.move_to_end(key)
+        while len(self._holders) > _REMEMBERED:
+            self._holders.popitem(last=False)
+
     async def _release(self, ticket: SessionTicket, version: int, owner: str) -> None:
-        """A failed refresh gives its lease back, so the next request can try at once."""
+        """Give our lease back (too little of it left, or a back-off that could not be
+        recorded), if it is still ours."""
         try:
             await self._sessions.store.release_refresh_lease(ticket.key, version, owner)
         except StoreError:
@@ -402,13 +477,10 @@ class Refresher:
             if found is None:
                 raise SessionEnded("the session changed hands")
             return self._sessions.remember(ticket, *found, generation)[0]
-        left = min(max(0.0, current.refresh_lease_until - self._clock()), float(self.plan.seconds))
+        left = min(max(0.0, current.refresh_lease_until + 1 - self._clock()), float(self.plan.seconds))
         now = self._monotonic()
-        holder = _Holder(version, now + left, now + LOSER_RECHECK)
-        self._holders[ticket.key] = holder
-        self._holders.move_to_end(ticket.key)
-        while len(self._holders) > _REMEMBERED:
-            self._holders.popitem(last=False)
+        holder = _Holder(version, now + left, now + LOSER_RECHECK, backoff=current.lease_owner.startswith(_BACKOFF))
+        self._remember_holder(ticket.key, holder)
         return await self._as_loser(ticket, session, version, holder, request_id, just_read=True)
 
     async def _as_loser(
@@ -416,6 +488,10 @@ class Refresher:
         just_read: bool = False,
     ) -> Session:
         now = int(self._clock())
+        if holder.backoff:  # nobody is refreshing: no new tokens to wait for
+            if session.access_expires_at is not None and now < session.access_expires_at:
+                return session
+            raise RefreshUnavailable("the last refresh failed; the next try waits for its backoff")
         if session.access_expires_at is not None and now < session.access_expires_at:
             if not just_read and self._monotonic() >= holder.recheck_at:
                 holder.recheck_at = self._monotonic() + LOSER_RECHECK

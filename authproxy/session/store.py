@@ -9,8 +9,10 @@ pending.py) and are written again until they land.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -75,15 +77,61 @@ class Session:
         return replace(self, id_token=id_token, claims=claims, unverified_id_token=None, id_token_renews=True)
 
     def seal(self, box: SecretBox, ticket: SessionTicket) -> bytes:
-        return box.seal(json.dumps(asdict(self)).encode(), context=ticket.secret.encode(), associated_data=ticket.key.encode())
+        """The session sealed for the store. The verified ID token is kept once, raw: its
+        claims are its payload, read back from it on ``unseal`` (storing both doubled the
+        item; a large ID token then went over DynamoDB's item limit)."""
+        data = asdict(self)
+        if self.id_token is not None and jwt_claims(self.id_token) == self.claims:
+            del data["claims"]
+        return box.seal(json.dumps(data, separators=(",", ":")).encode(), context=ticket.secret.encode(),
+                        associated_data=ticket.key.encode())
 
     @classmethod
     def unseal(cls, box: SecretBox, ticket: SessionTicket, sealed: bytes) -> Session:
         data = json.loads(box.open(sealed, context=ticket.secret.encode(), associated_data=ticket.key.encode()))
+        if "claims" not in data:  # sealed (authenticated) by us after the token was verified
+            data["claims"] = jwt_claims(data.get("id_token") or "")
+            if data["claims"] is None:
+                raise ValueError("sealed session without claims")
         return cls(**{name: data[name] for name in _FIELDS if name in data})  # newer fields from a newer release: skipped
+
+    def footprint(self) -> int:
+        """About how many bytes this session takes in memory (the cache's byte bound):
+        the tokens as Python strings, and the claims as Python objects."""
+        size = _OBJECT_OVERHEAD
+        for token in (self.access_token, self.id_token, self.refresh_token, self.unverified_id_token, self.sub):
+            if token is not None:
+                size += sys.getsizeof(token)
+        return size + _deep_size(self.claims)
 
 
 _FIELDS = tuple(f.name for f in fields(Session))
+_OBJECT_OVERHEAD = 256  # the Session object, the cache entry and its OrderedDict slot
+
+
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """The payload of a compact JWS (RFC 7515 7.1) as JSON, unverified; None when it is none.
+    Only for tokens verified before they were sealed: the seal authenticates them."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _deep_size(value: Any) -> int:
+    """sys.getsizeof over a JSON-shaped value and everything in it."""
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            size += sys.getsizeof(key) + _deep_size(item)
+    elif isinstance(value, list):
+        for item in value:
+            size += _deep_size(item)
+    return size
 
 
 class Sessions:

@@ -41,6 +41,16 @@ class StoreRejected(StoreError):
     item too large): retrying cannot help; an operator has to act."""
 
 
+class RecordTooLarge(StoreRejected):
+    """The session does not fit in one item (DynamoDB: 400 KB, names and values included):
+    usually an ID or access token carrying very many groups or claims."""
+
+    def __init__(self, size: int, limit: int):
+        self.size = size
+        self.limit = limit
+        super().__init__(f"session item of about {size} bytes is over the store's limit of {limit} bytes")
+
+
 class VersionConflict(StoreError):
     """The item changed (or vanished) since it was read: re-read and decide again.
     ``current``: the item as the store holds it, when the store said (None: gone or unknown)."""
@@ -64,6 +74,29 @@ class SessionRecord:
     write_id: str = ""  # id of the last create/update that wrote this item
 
 
+# DynamoDB's item limit: 400 KB, attribute names and values counted (Developer Guide,
+# "Service, account, and table quotas": Item size). Every backend enforces it, so a
+# session too large for production fails in development the same way, at sign-in.
+MAX_ITEM_BYTES = 400_000  # "400 KB"; the service takes a little more (about 409,600), moto 405,000
+_ATTRIBUTE_NAMES = ("pk", "sub", "payload", "expires_at", "version", "created_at", "last_seen_at",
+                    "refresh_lease_until", "lease_owner", "write_id")
+_NUMBER_BYTES = 21  # the most a DynamoDB number can take
+_SMALL_STRINGS = 64 + 255 + 64 + 32  # key (sha256 hex), sub (OIDC: at most 255 ASCII), lease owner, write id
+
+
+def item_size(payload: bytes, sub: str = "") -> int:
+    """An upper bound of the item's size as DynamoDB counts it, for this payload."""
+    names = sum(len(name) for name in _ATTRIBUTE_NAMES)
+    return names + len(payload) + 5 * _NUMBER_BYTES + _SMALL_STRINGS + max(0, len(sub.encode()) - 255)
+
+
+def check_item_size(payload: bytes, sub: str = "", limit: int = MAX_ITEM_BYTES) -> None:
+    """Raise ``RecordTooLarge`` before a write the store would refuse anyway."""
+    size = item_size(payload, sub)
+    if size > limit:
+        raise RecordTooLarge(size, limit)
+
+
 @dataclass(frozen=True, slots=True)
 class LeaseResult:
     """What an acquire found: ``acquired``, or the item as it was (the holder's lease and
@@ -71,6 +104,7 @@ class LeaseResult:
 
     acquired: bool
     current: SessionRecord | None = None
+    previous_owner: str = ""  # acquired: whose lapsed lease it replaced (a back-off marker says how many failures)
 
 
 class SessionStore(Protocol):
@@ -97,8 +131,10 @@ class SessionStore(Protocol):
         """Take the refresh lease for ``owner`` until ``until``: only when no lease is in
         place or it lapsed before ``now``, and the version is ``expected_version``."""
 
-    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int) -> bool:
-        """Move our lease's end to ``until``; False when it is no longer ours at ``version``."""
+    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int,
+                                  new_owner: str | None = None) -> bool:
+        """Move our lease's end to ``until`` (and name it ``new_owner``: a back-off marker);
+        False when it is no longer ours at ``version``."""
 
     async def release_refresh_lease(self, key: str, version: int, owner: str) -> None:
         """Give back our lease (after a failed refresh), if it is still ours at ``version``."""

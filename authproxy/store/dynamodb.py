@@ -14,6 +14,11 @@ itself (a write id, or the lease owner) and asks for the item on a failed condit
 (``ReturnValuesOnConditionCheckFailure=ALL_OLD``); finding its own id there is a
 success. dynalite does not return the item, so then a consistent read tells.
 Each attempt is cut at ``timeout``, so one call takes at most ``write_budget``.
+
+Every attempt passes a circuit breaker (store/breaker.py): once the store is known to be
+down, calls fail at once and one probe at a time finds out when it is back. Keys the
+store said it does not hold are remembered for a while, so a replayed unknown cookie
+costs no read.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from authproxy import metrics
 from authproxy.logs import log
-from authproxy.store.base import LeaseResult, SessionRecord, StoreRejected, StoreUnavailable, VersionConflict
+from authproxy.store.breaker import CircuitBreaker, RecentlyAbsent
+from authproxy.store.base import (
+    LeaseResult, SessionRecord, StoreRejected, StoreUnavailable, VersionConflict, check_item_size,
+)
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 # Codes a retry cannot fix: the request or the set-up is wrong (DynamoDB API reference, "Errors").
@@ -53,8 +61,10 @@ class DynamoDBStore:
     name = "dynamodb"
 
     def __init__(self, table: str, *, region: str, endpoint_url: str | None = None, timeout: float = 2.0,
-                 attempts: int = ATTEMPTS):
+                 attempts: int = ATTEMPTS, clock: Callable[[], float] = time.monotonic):
         self.table = table
+        self.breaker = CircuitBreaker(self.name, probe_timeout=timeout + 1.0, clock=clock)
+        self.absent = RecentlyAbsent(clock=clock)
         self._region = region
         self._endpoint_url = endpoint_url
         self._timeout = timeout
@@ -80,11 +90,14 @@ class DynamoDBStore:
         self._client = None
 
     async def get(self, key: str, now: int) -> SessionRecord | None:
-        item = await self._get_item(key)
-        if item is None:
+        if key in self.absent:
             return None
-        record = _record(item)
-        return None if now >= record.expires_at else record
+        item = await self._get_item(key)
+        record = _record(item) if item is not None else None
+        if record is None or now >= record.expires_at:
+            self.absent.add(key)
+            return None
+        return record
 
     async def _get_item(self, key: str) -> dict[str, Any] | None:
         response = await self._call("get", self._client.get_item, TableName=self.table, Key={"pk": {"S": key}},
@@ -92,6 +105,8 @@ class DynamoDBStore:
         return response.get("Item")
 
     async def create(self, record: SessionRecord, write_id: str) -> None:
+        check_item_size(record.payload, record.sub)  # the service would refuse it (ValidationException)
+        self.absent.discard(record.key)
         item = {
             "pk": {"S": record.key},
             "sub": {"S": record.sub},
@@ -110,6 +125,7 @@ class DynamoDBStore:
         )
 
     async def update(self, key: str, expected_version: int, payload: bytes, write_id: str) -> SessionRecord:
+        check_item_size(payload)
         response = await self._conditional(
             "update", key, lambda found: found.write_id == write_id and found.version == expected_version + 1,
             self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
@@ -142,7 +158,7 @@ class DynamoDBStore:
         self, key: str, expected_version: int, now: int, until: int, owner: str
     ) -> LeaseResult:
         try:
-            await self._conditional(
+            response = await self._conditional(
                 "lease", key,
                 lambda found: found.lease_owner == owner and found.version == expected_version
                 and found.refresh_lease_until == until,
@@ -156,21 +172,25 @@ class DynamoDBStore:
                     ":until": {"N": str(until)}, ":expected": {"N": str(expected_version)}, ":now": {"N": str(now)},
                     ":owner": {"S": owner},
                 },
+                ReturnValues="UPDATED_OLD",  # the lapsed lease's owner: a back-off marker counts failures
             )
         except VersionConflict as exc:
             return LeaseResult(False, exc.current)  # the holder's lease and version, for the loser
-        return LeaseResult(True)
+        previous = response.get("Attributes", {}) if isinstance(response, dict) else {}
+        return LeaseResult(True, previous_owner=previous.get("lease_owner", {}).get("S", ""))
 
-    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int) -> bool:
+    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int,
+                                  new_owner: str | None = None) -> bool:
+        named = new_owner or owner
         try:
             await self._conditional(
-                "renew", key, lambda found: found.lease_owner == owner and found.refresh_lease_until == until
+                "renew", key, lambda found: found.lease_owner == named and found.refresh_lease_until == until
                 and found.version == version,
                 self._client.update_item, TableName=self.table, Key={"pk": {"S": key}},
-                UpdateExpression="SET refresh_lease_until = :until",
+                UpdateExpression="SET refresh_lease_until = :until, lease_owner = :named",
                 ConditionExpression="attribute_exists(pk) AND version = :version AND lease_owner = :owner",
                 ExpressionAttributeValues={":until": {"N": str(until)}, ":version": {"N": str(version)},
-                                           ":owner": {"S": owner}},
+                                           ":owner": {"S": owner}, ":named": {"S": named}},
             )
         except VersionConflict:
             return False
@@ -192,6 +212,7 @@ class DynamoDBStore:
     async def delete(self, key: str) -> SessionRecord | None:
         response = await self._call("delete", self._client.delete_item, TableName=self.table, Key={"pk": {"S": key}},
                                     ReturnValues="ALL_OLD")
+        self.absent.add(key)
         item = response.get("Attributes")
         return _record(item) if item else None
 
@@ -252,6 +273,8 @@ class DynamoDBStore:
         for attempt in range(self._attempts):
             if attempt:
                 await asyncio.sleep(BACKOFF[min(attempt, len(BACKOFF)) - 1] * (0.5 + random.random() / 2))
+            if not self.breaker.allow():
+                raise StoreUnavailable(f"{operation}: the store is unavailable (circuit open)")
             try:
                 return await self._attempt(operation, method, kwargs)
             except StoreUnavailable:
@@ -261,12 +284,17 @@ class DynamoDBStore:
 
     async def _attempt(self, operation: str, method: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
+        answered: bool | None = None  # for the breaker; None: cancelled, no verdict
         try:
             async with asyncio.timeout(self._timeout):  # connect + read together stay within one timeout
-                return await method(**kwargs)
+                response = await method(**kwargs)
+            answered = True
+            return response
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code = error.get("Code")
+            # Any answer below 500 (a failed condition, throttling, a refusal) proves the store is up.
+            answered = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 500) < 500
             if code == _CONDITION_FAILED:
                 raise _ConditionFailed(exc.response.get("Item")) from None
             metrics.STORE_ERRORS.labels(self.name, operation).inc()
@@ -276,9 +304,16 @@ class DynamoDBStore:
                 raise StoreRejected(f"{operation}: {code}") from None
             raise StoreUnavailable(f"{operation}: {code}") from None
         except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+            answered = False
             metrics.STORE_ERRORS.labels(self.name, operation).inc()
             raise StoreUnavailable(f"{operation}: {type(exc).__name__}") from None
         finally:
+            if answered is True:
+                self.breaker.success()
+            elif answered is False:
+                self.breaker.failure()
+            else:
+                self.breaker.abandon()
             metrics.STORE_DURATION.labels(self.name, operation).observe(time.perf_counter() - started)
 
 

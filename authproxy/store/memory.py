@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import replace
 
-from authproxy.store.base import LeaseResult, SessionRecord, VersionConflict
+from authproxy.store.base import LeaseResult, SessionRecord, VersionConflict, check_item_size
 
 
 class MemoryStore:
@@ -26,6 +26,7 @@ class MemoryStore:
         return record
 
     async def create(self, record: SessionRecord, write_id: str) -> None:
+        check_item_size(record.payload, record.sub)
         existing = self._items.get(record.key)
         if existing is not None:
             if existing.write_id == write_id:
@@ -36,6 +37,7 @@ class MemoryStore:
             self._items.popitem(last=False)  # oldest first
 
     async def update(self, key: str, expected_version: int, payload: bytes, write_id: str) -> SessionRecord:
+        check_item_size(payload)
         record = self._items.get(key)
         if record is None or record.version != expected_version:
             if record is not None and record.write_id == write_id and record.version == expected_version + 1:
@@ -63,13 +65,14 @@ class MemoryStore:
         if record.version != expected_version or record.refresh_lease_until >= now:
             return LeaseResult(False, record)
         self._items[key] = updated = replace(record, refresh_lease_until=until, lease_owner=owner)
-        return LeaseResult(True, updated)
+        return LeaseResult(True, updated, record.lease_owner)
 
-    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int) -> bool:
+    async def renew_refresh_lease(self, key: str, version: int, owner: str, until: int,
+                                  new_owner: str | None = None) -> bool:
         record = self._items.get(key)
         if record is None or record.version != version or record.lease_owner != owner:
             return False
-        self._items[key] = replace(record, refresh_lease_until=until)
+        self._items[key] = replace(record, refresh_lease_until=until, lease_owner=new_owner or owner)
         return True
 
     async def release_refresh_lease(self, key: str, version: int, owner: str) -> None:

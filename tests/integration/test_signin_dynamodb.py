@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
+import time
 
 import aiohttp
 import boto3
@@ -16,6 +18,7 @@ from tests.support.dynalite import Dynalite
 from tests.support.moto import MotoServer
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 from tests.support.processes import ROOT, ProxyProcess, child_env, free_port
+from tests.support.relay import Relay
 
 TABLE = "shared-sessions"
 
@@ -162,6 +165,75 @@ async def test_store_outage_and_recovery(upstream, tmp_path):
     finally:
         proxy.stop()
         provider.stop()
+        store.stop()
+
+
+@pytest.mark.timeout(90)
+async def test_a_store_known_down_fails_fast_and_is_not_hammered_on_its_way_back(upstream, tmp_path):
+    """Issue 13 item 5: the store goes silent (requests time out), then is stopped and
+    restarted on disk behind a relay that counts every connection the proxy makes."""
+    store = Dynalite(path=tmp_path / "db")
+    relay = Relay(store.port)
+    port = free_port()
+    public = f"http://127.0.0.1:{port}"
+    provider = OidcProvider([f"{public}/oauth2/callback"], [f"{public}/"])
+    proxy = ProxyProcess(settings(public, provider, upstream, relay.url, cache_ttl="1s"), tmp_path, port=port)
+
+    def stranger():
+        return {"Cookie": f"authproxy={secrets.token_urlsafe(24)}.{secrets.token_urlsafe(32)}", "Accept": "application/json"}
+
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), headers={"Accept": "text/html"}) as browser, \
+                aiohttp.ClientSession() as others:
+            await sign_in(browser, proxy)
+            # a replayed unknown cookie costs one store read, not one per request
+            reads = proxy.metric("authproxy_store_operation_duration_seconds_count", backend="dynamodb", operation="get")
+            replayed = stranger()
+            for _ in range(20):
+                async with others.get(proxy.url + "/app/x", headers=replayed) as response:
+                    assert response.status == 401
+            assert proxy.metric("authproxy_store_operation_duration_seconds_count", backend="dynamodb",
+                                operation="get") == reads + 1
+
+            relay.set("silent")  # no answers: every attempt waits for its 2 s timeout
+            await asyncio.sleep(1.1)  # past the 1 s cache TTL: the session needs the store now
+
+            async def status_of(headers):
+                started = time.perf_counter()
+                async with others.get(proxy.url + "/app/x", headers=headers) as response:
+                    return response.status, time.perf_counter() - started
+
+            first = await asyncio.gather(*(status_of(stranger()) for _ in range(6)))
+            assert {status for status, _ in first} == {503}
+            assert proxy.metric("authproxy_store_circuit_open", backend="dynamodb") == 1
+            before = sum(relay.connections.values())
+            fast = [await status_of(stranger()) for _ in range(50)]
+            assert {status for status, _ in fast} == {503}
+            latencies = sorted(seconds for _, seconds in fast)
+            assert latencies[len(latencies) // 2] < 0.05 and latencies[-1] < 2.5  # one may wait on a probe
+            assert sum(relay.connections.values()) - before <= 3  # probes, not 150 attempts
+
+            store.stop()  # the store stops and comes back, with its data
+            relay.set("pass")
+            store = Dynalite(path=tmp_path / "db", port=store.port)
+            down_at = time.perf_counter()
+            cookie = {"Accept": "application/json"}
+            for _ in range(100):
+                async with browser.get(proxy.url + "/app/page", headers=cookie) as response:
+                    if response.status == 200:
+                        break
+                await asyncio.sleep(0.2)
+            assert response.status == 200  # still signed in
+            recovered = time.perf_counter() - down_at
+            assert recovered < 5  # the open period is capped at 1 s
+            assert proxy.metric("authproxy_store_circuit_open", backend="dynamodb") == 0
+        print(f"first 503s: {max(s for _, s in first):.2f} s; open: median {latencies[25] * 1000:.1f} ms, "
+              f"max {latencies[-1] * 1000:.0f} ms; recovered {recovered:.1f} s after restart")
+        assert proxy.process.poll() is None and "Traceback" not in proxy.logs()
+    finally:
+        proxy.stop()
+        provider.stop()
+        relay.stop()
         store.stop()
 
 

@@ -82,7 +82,7 @@ async def settle() -> None:
 class ScriptedProvider:
     """Refresh grants against one grant whose live refresh token is ``live``.
 
-    ``outcome``: "ok" | "down" (IdpUnavailable) | "rejected" (invalid_request).
+    ``outcome``: "ok" | "down" (IdpUnavailable) | "rejected" (invalid_request) | "invalid_grant".
     ``id_tokens``: whether a refresh returns a new ID token ("IT-n").
     ``during``: awaited inside each refresh grant (another replica acting meanwhile).
     """
@@ -95,12 +95,14 @@ class ScriptedProvider:
         self.live = "RT-1"
         self.redeemed: set[str] = set()
         self.grants = 0
+        self.attempts = 0  # every refresh grant asked for, whatever the answer
         self.invalid_grants = 0
         self.revoked: list[str] = []
         self.grant_revoked = False
         self.during: Callable[[], Awaitable[None]] | None = None
 
     async def refresh(self, refresh_token: str) -> TokenResponse:
+        self.attempts += 1
         await asyncio.sleep(0)
         if self.during is not None:
             during, self.during = self.during, None
@@ -109,6 +111,9 @@ class ScriptedProvider:
             raise IdpUnavailable("token", "token: HTTP 503")
         if self.outcome == "rejected":
             raise IdpRejected("token", "invalid_request", 400)
+        if self.outcome == "invalid_grant":
+            self.invalid_grants += 1
+            raise IdpRejected("token", "invalid_grant", 400)
         if self.grant_revoked or refresh_token != self.live:
             self.invalid_grants += 1
             if refresh_token in self.redeemed:

@@ -159,12 +159,22 @@ async def test_sign_out_during_a_refresh_stays_signed_out():
     assert await store.get(ticket.key, NOW) is None
 
 
-async def test_a_failed_refresh_gives_the_lease_back():
+async def test_a_failed_refresh_keeps_the_lease_for_its_backoff_then_tries_again():
     provider = FakeProvider("down")
-    refresher, sessions, ticket, store = await setup(provider)
+    store = MemoryStore()
+    sessions = Sessions(store, BOX, SessionCache(100, 30), idle_timeout=7200)
+    ticket = SessionTicket.new()
+    await sessions.create(ticket, session())
+    now = {"wall": NOW, "mono": 0.0}
+    refresher = Refresher(sessions, lambda: provider, 60, clock=lambda: now["wall"], monotonic=lambda: now["mono"],
+                          jitter=lambda: 0.99)
     assert (await refresher.fresh(ticket, session(), 1)).access_token == "AT-1"
     provider.outcome = "ok"
-    assert (await refresher.fresh(ticket, session(), 1)).access_token == "AT-3"  # no lease left in the way
+    assert (await refresher.fresh(ticket, session(), 1)).access_token == "AT-1"  # backing off (1 s)
+    assert provider.calls == 1
+    now["wall"] += 2
+    now["mono"] += 2
+    assert (await refresher.fresh(ticket, session(), 1)).access_token == "AT-3"
     assert provider.calls == 2
 
 

@@ -48,6 +48,7 @@ class FlakyStore(MemoryStore):
         self.slow: dict[str, float] = {}
         self.calls: dict[str, int] = {}
         self.gate: asyncio.Event | None = None  # get waits for it when set
+        self.unanswered: set[str] = set()  # done, but the caller hears a failure (once)
 
     def writes(self) -> int:
         return sum(self.calls.get(name, 0) for name in self.WRITES)
@@ -80,11 +81,15 @@ class FlakyStore(MemoryStore):
 
     async def acquire_refresh_lease(self, key, expected_version, now, until, owner):
         await self._enter("acquire_refresh_lease")
-        return await super().acquire_refresh_lease(key, expected_version, now, until, owner)
+        result = await super().acquire_refresh_lease(key, expected_version, now, until, owner)
+        if "acquire_refresh_lease" in self.unanswered:
+            self.unanswered.discard("acquire_refresh_lease")
+            raise StoreUnavailable("acquire: the answer was lost")  # landed all the same
+        return result
 
-    async def renew_refresh_lease(self, key, version, owner, until):
+    async def renew_refresh_lease(self, key, version, owner, until, new_owner=None):
         await self._enter("renew_refresh_lease")
-        return await super().renew_refresh_lease(key, version, owner, until)
+        return await super().renew_refresh_lease(key, version, owner, until, new_owner)
 
     async def release_refresh_lease(self, key, version, owner):
         await self._enter("release_refresh_lease")
@@ -99,14 +104,14 @@ class Replica:
     """One worker: its own cache, sessions service and refresher, sharing the store."""
 
     def __init__(self, store, provider, clock, *, skew=0.0, cache_size=100, ttl=30.0, pending_limit=1000,
-                 verify=None, idle_timeout=7200):
+                 verify=None, idle_timeout=7200, jitter=0.0):
         self.clock = clock
         self.wall = clock.skewed(skew)
         self.cache = SessionCache(cache_size, ttl, clock=clock.monotonic)
         self.sessions = Sessions(store, BOX, self.cache, idle_timeout, clock=clock.monotonic, wall_clock=self.wall,
                                  sleep=clock.sleep, pending_limit=pending_limit)
         self.refresher = Refresher(self.sessions, lambda: provider, 60, clock=self.wall, verify_id_token=verify,
-                                   monotonic=clock.monotonic, sleep=clock.sleep)
+                                   monotonic=clock.monotonic, sleep=clock.sleep, jitter=lambda: jitter)
 
     async def request(self, ticket, id_token=False):
         found = await self.sessions.load(ticket, int(self.wall()))
@@ -433,15 +438,18 @@ async def test_activity_during_a_store_outage_still_counts(clock):
 def test_each_sign_in_transaction_is_sealed_under_its_own_key():
     from types import SimpleNamespace
 
+    from authproxy.oidc.flow import Transaction
     from authproxy.session.crypto import Unsealable
-    from authproxy.web.signin import SignIn
+    from authproxy.web.signin import SignIn, _b64decode
 
     edge = SimpleNamespace(transactions=SecretBox(["t" * 40], b"authproxy sign-in transaction"))
-    first, second = SignIn._seal_transaction(edge, b"state"), SignIn._seal_transaction(edge, b"state")
-    assert first[:16] != second[:16]  # a random salt each, which enters the key (HKDF)
-    assert SignIn._open_transaction(edge, first) == b"state"
+    transaction = Transaction.start("/", NOW)
+    first, second = SignIn._seal_transaction(edge, transaction), SignIn._seal_transaction(edge, transaction)
+    raw = _b64decode(first)
+    assert raw[:16] != _b64decode(second)[:16]  # a random salt each, which enters the key (HKDF)
+    assert SignIn._open_transaction(edge, first)[1] == transaction
     with pytest.raises(Unsealable):  # the server secret alone (no per-transaction salt) opens nothing
-        edge.transactions.open(first[16:])
+        edge.transactions.open(raw[16:])
 
 
 async def test_unsaved_tokens_are_saved_before_their_refresh_token_is_redeemed(clock):
@@ -455,3 +463,110 @@ async def test_unsaved_tokens_are_saved_before_their_refresh_token_is_redeemed(c
     saved, version = await stored(store, ticket)
     assert (saved.refresh_token, version) == ("RT-3", 3)
     assert provider.invalid_grants == 0
+
+
+# --- issue 17 item 3: back off per session after a failed refresh -----------------------
+
+
+async def test_after_a_failed_refresh_every_replica_waits_for_the_jittered_backoff(clock):
+    from authproxy.session.refresh import BACKOFF_CAP, backoff_failures
+
+    store = FlakyStore(clock)
+    provider = ScriptedProvider()
+    provider.outcome = "down"
+    ticket = await signed_in(store, access_expires_at=NOW + 3000, access_issued_at=NOW - 600)  # due in 2,940 s
+    here, there = Replica(store, provider, clock, jitter=0.5), Replica(store, provider, clock, jitter=0.5)
+    clock.advance(2950)  # in the refresh window; the access token works for 50 s more
+    assert (await here.request(ticket)).access_token == "AT-1"
+    assert provider.attempts == 1
+    record = await store.get(ticket.key, NOW)
+    assert backoff_failures(record.lease_owner) == 1
+    assert record.refresh_lease_until - int(clock.wall()) == 1  # 1 s x (0.5 + 0.5 / 2), rounded up
+    reads = store.calls.get("get", 0)
+    for _ in range(50):  # both replicas keep serving the still-valid token and leave the provider alone
+        assert (await here.request(ticket)).access_token == "AT-1"
+        assert (await there.request(ticket)).access_token == "AT-1"
+    assert provider.attempts == 1
+    assert store.calls.get("acquire_refresh_lease") == 2  # the first try, and the other replica's one look
+    assert store.calls.get("get", 0) - reads <= 1
+    delays = []
+    for attempt in range(2, 9):  # each failure in a row doubles the wait, up to the cap
+        waited = 0.0
+        while provider.attempts < attempt:
+            clock.advance(0.5)
+            waited += 0.5
+            assert (await (here if attempt % 2 else there).request(ticket)).access_token == "AT-1"
+        delays.append(waited)
+        assert provider.attempts == attempt
+        if clock.wall() > NOW + 3000 - 40:
+            break
+    # ceil(2^n x 0.75) s on the lease (whole seconds), which lapses 1 s after its last second
+    assert delays[:4] == [2.0, 3.0, 4.0, 7.0]
+    provider.outcome = "ok"
+    clock.advance(BACKOFF_CAP + 2)
+    assert (await there.request(ticket)).access_token == "AT-2"
+    record = await store.get(ticket.key, NOW)
+    assert (record.lease_owner, record.version) == ("", 2)  # the count starts again from zero
+    assert provider.invalid_grants == 0
+
+
+def test_the_backoff_is_jittered_and_capped():
+    from authproxy.session.refresh import BACKOFF_CAP, backoff_seconds
+
+    assert [backoff_seconds(n, 0.0) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert [backoff_seconds(n, 1.0) for n in (1, 2, 3)] == [1.0, 2.0, 4.0]
+    assert backoff_seconds(6, 1.0) == backoff_seconds(1000, 1.0) == BACKOFF_CAP
+    assert backoff_seconds(1000, 0.0) == BACKOFF_CAP / 2
+
+
+async def test_with_an_expired_token_a_backoff_answers_503_at_once(clock):
+    store = FlakyStore(clock)
+    provider = ScriptedProvider()
+    provider.outcome = "down"
+    ticket = await signed_in(store)
+    here, there = Replica(store, provider, clock, jitter=0.99), Replica(store, provider, clock, jitter=0.99)
+    clock.advance(31)  # the access token has expired
+    with pytest.raises(RefreshUnavailable):
+        await here.request(ticket)
+    started = clock.monotonic()
+    reads = store.calls.get("get", 0)
+    for replica in (here, there, here, there):
+        with pytest.raises(RefreshUnavailable):  # no 5 s wait for a winner: nobody is refreshing
+            await replica.request(ticket)
+    assert clock.monotonic() == started and provider.attempts == 1
+    assert store.calls.get("get", 0) - reads <= 1
+
+
+async def test_invalid_grant_never_backs_off_it_ends_the_session(clock):
+    store = FlakyStore(clock)
+    provider = ScriptedProvider()
+    provider.outcome = "down"
+    ticket = await signed_in(store)
+    here = Replica(store, provider, clock, jitter=0.0)
+    clock.advance(31)
+    with pytest.raises(RefreshUnavailable):
+        await here.request(ticket)  # transient: backs off
+    provider.outcome = "invalid_grant"
+    clock.advance(2)
+    assert await here.request(ticket) is None  # the provider killed the grant: signed out, no backoff
+    assert provider.attempts == 2
+    assert await store.get(ticket.key, NOW) is None
+
+
+async def test_a_lease_whose_acquire_was_not_answered_is_claimed_back_not_left_to_lapse(clock):
+    """The acquire lands but its answer is lost (or the breaker cut its retries short): the
+    next request names the same owner, finds the lease is its own and refreshes, instead
+    of every replica waiting (503 with an expired token) until the 56 s lease lapses."""
+    store = FlakyStore(clock)
+    provider = ScriptedProvider()
+    ticket = await signed_in(store)
+    here, there = Replica(store, provider, clock), Replica(store, provider, clock)
+    clock.advance(31)  # expired
+    store.unanswered = {"acquire_refresh_lease"}
+    with pytest.raises(RefreshUnavailable):
+        await here.request(ticket)
+    assert (await store.get(ticket.key, NOW)).lease_owner != ""  # held, by an owner that never heard so
+    clock.advance(1)
+    assert (await clock.drive(here.request(ticket), limit=10)).access_token == "AT-2"
+    assert (await clock.drive(there.request(ticket), limit=10)).access_token == "AT-2"
+    assert provider.grants == 1 and provider.invalid_grants == 0
