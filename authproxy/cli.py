@@ -91,8 +91,15 @@ def _parser() -> argparse.ArgumentParser:
     dev_idp.add_argument("--machine-client-id", help="the client_credentials client's id (default authproxy-demo-machine)")
     dev_idp.add_argument("--machine-client-secret", help="its secret (default: a well-known demo value)")
     dev_idp.add_argument("--machine-scope", action="append", help="a scope the machine client may get (repeatable)")
-    dev_idp.add_argument("--access-token-lifetime", type=int, default=120, help="seconds (default 120)")
+    dev_idp.add_argument("--access-token-lifetime", type=int, default=300,
+                         help="seconds (default 300, Cognito's minimum; the demo uses 120 to show refreshes)")
     dev_idp.add_argument("--id-token-lifetime", type=int, default=3600, help="seconds (default 3600)")
+    dev_idp.add_argument("--pool-id", help="Cognito's layout: the hosted UI on --port, the issuer .../POOL_ID (like "
+                         "eu-west-1_DevPool1) on a second port, its updated form on a third")
+    dev_idp.add_argument("--issuer-format", choices=("original", "updated"), default="original",
+                         help="with --pool-id: which issuer form new tokens carry (default original)")
+    dev_idp.add_argument("--rotation-grace", type=int, metavar="SECONDS",
+                         help="refresh-token rotation on, the used token dying after 0-60 s (default: rotation off)")
     dev_idp.set_defaults(func=_dev_idp)
 
     reference = commands.add_parser(
@@ -156,6 +163,10 @@ def _check_config(args: argparse.Namespace) -> int:
     config = _load(args.file)
     if config is None:
         return EXIT_CONFIG
+    from authproxy.policy.allow import email_rule_warnings
+
+    for warning in email_rule_warnings(config):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     names = ", ".join(route.name for route in config.routes)
     provider = config.oidc.provider if config.oidc is not None else "none"
     store = config.store.backend if config.oidc is not None else "none"
@@ -265,6 +276,8 @@ def _dev_idp(args: argparse.Namespace) -> int:
         machine_client_id=args.machine_client_id or idp.DEFAULT_MACHINE_CLIENT_ID,
         machine_client_secret=args.machine_client_secret or idp.DEFAULT_MACHINE_CLIENT_SECRET,
         machine_scopes=args.machine_scope or list(idp.DEFAULT_MACHINE_SCOPES),
+        refresh_token_rotation=args.rotation_grace is not None,
+        rotation_grace_period=args.rotation_grace or 0,
     )
 
     async def serve() -> int:
@@ -278,6 +291,8 @@ def _dev_idp(args: argparse.Namespace) -> int:
                 host=args.host,
                 port=args.port,
                 issuer=args.issuer,
+                pool_id=args.pool_id,
+                **({"issuer_format": args.issuer_format} if args.pool_id else {}),
                 access_token_lifetime=args.access_token_lifetime,
                 id_token_lifetime=args.id_token_lifetime,
                 announce=lambda text: print(text, flush=True),

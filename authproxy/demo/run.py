@@ -26,6 +26,8 @@ from authproxy.logs import configure_logging
 HOST = "127.0.0.1"
 OPTIONS = {"proxy": "--port", "idp": "--idp-port", "upstream": "--upstream-port", "admin": "--admin-port"}
 
+DEMO_ACCESS_TOKEN_LIFETIME = 120  # seconds
+
 
 @dataclass(frozen=True, slots=True)
 class DemoPorts:
@@ -150,7 +152,9 @@ async def run_demo(ports: DemoPorts, explicit: set[str], out: TextIO = sys.stdou
     ports = DemoPorts(**chosen)
     public = f"http://{HOST}:{ports.proxy}"
     clients = idp.demo_clients(redirect_uris=[f"{public}/oauth2/callback"], logout_uris=[f"{public}/"])
-    provider = await idp.start(clients, host=HOST, port=ports.idp, announce=lambda text: print(text, file=out, flush=True))
+    # Two-minute access tokens (Cognito's minimum is five): refreshes show within a demo.
+    provider = await idp.start(clients, host=HOST, port=ports.idp, announce=lambda text: print(text, file=out, flush=True),
+                               access_token_lifetime=DEMO_ACCESS_TOKEN_LIFETIME)
     try:
         config = demo_config(ports, provider.issuer, f"http://{HOST}:{ports.upstream}")
         upstream_runner, _ = await echo.start_echo(host=HOST, port=ports.upstream,

@@ -22,7 +22,15 @@ from joserfc.jwk import KeySet
 from authproxy import metrics
 from authproxy.errors import IdpError, IdpRejected, IdpUnavailable  # noqa: F401 - re-exported
 from authproxy.oidc.endpoints import Endpoints
-from authproxy.oidc.verify import TokenRules, UnknownSigningKey, verify_token
+from authproxy.oidc.verify import (
+    KeyNotInJwks,
+    TokenInvalid,
+    TokenRules,
+    UnknownSigningKey,
+    check_header,
+    unverified_issuer,
+    verify_token,
+)
 
 JWKS_MIN_REFRESH_INTERVAL = 10.0  # seconds between refetches on unknown kid, per issuer
 
@@ -102,24 +110,61 @@ class IdentityProviderClient:
         client_secret: str | None,
         client_auth: str,
         timeout: float = 10.0,
+        provider: str = "generic",
     ):
         self._session = session
         self.endpoints = endpoints
         self._client_id = client_id
         self._client_secret = client_secret
         self._client_auth = client_auth
+        self._cognito = provider == "cognito"
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self.jwks = JwksCache(self._fetch_jwks)
+        # One key set per JWKS URL; a Cognito pool's issuers each have theirs.
+        self._key_sets: dict[str, JwksCache] = {}
+        self.jwks = self._keys_at(endpoints.jwks_uri)  # the configured issuer's: loaded at start-up
+
+    def _keys_at(self, url: str) -> JwksCache:
+        cache = self._key_sets.get(url)
+        if cache is None:
+            cache = self._key_sets[url] = JwksCache(lambda: self._fetch_jwks(url))
+        return cache
+
+    def _keys_for(self, token: str) -> JwksCache:
+        """The key set of the issuer the token names; ``wrong_issuer`` at once for an issuer
+        that is not this provider's: nothing is fetched for it, and no later attempt could
+        make it acceptable (a definite failure)."""
+        iss = unverified_issuer(token)
+        url = self.endpoints.jwks_uri_for(iss) if iss is not None else None
+        if url is None:
+            raise TokenInvalid("wrong_issuer")
+        return self._keys_at(url)
 
     async def verify(self, token: str, rules: TokenRules, now: int) -> dict[str, Any]:
-        """Verify against the cached JWKS; an unknown kid refetches it once (rate-limited)."""
-        keys = self.jwks.keys or await self.jwks.load()
+        """Verify against the cached JWKS of the token's issuer; an unknown kid refetches it
+        once (rate-limited). ``UnknownSigningKey``: the refetch was not allowed yet;
+        ``KeyNotInJwks``: still unknown after a refetch (definite)."""
+        rules = rules.for_provider(self.endpoints.issuers)
+        check_header(token, rules.algorithms)
+        cache = self._keys_for(token)
+        keys = cache.keys or await cache.load()
         try:
             return verify_token(token, keys, rules, now)
         except UnknownSigningKey:
-            if not await self.jwks.refresh_if_allowed():
+            if not await cache.refresh_if_allowed():
                 raise
-            return verify_token(token, self.jwks.keys, rules, now)  # type: ignore[arg-type]
+        try:
+            return verify_token(token, cache.keys, rules, now)  # type: ignore[arg-type]
+        except UnknownSigningKey:
+            raise KeyNotInJwks("no key of the issuer's refetched JWKS matches the token's kid") from None
+
+    def verify_cached(self, token: str, rules: TokenRules, now: int) -> dict[str, Any]:
+        """``verify`` with the keys already loaded and no fetch (``UnknownSigningKey`` if none)."""
+        rules = rules.for_provider(self.endpoints.issuers)
+        check_header(token, rules.algorithms)
+        keys = self._keys_for(token).keys
+        if keys is None:
+            raise UnknownSigningKey("unknown_key", "the issuer's keys are not loaded yet")
+        return verify_token(token, keys, rules, now)
 
     async def exchange_code(self, code: str, code_verifier: str, redirect_uri: str) -> TokenResponse:
         """The authorization_code grant with PKCE (RFC 6749 4.1.3, RFC 7636 4.5)."""
@@ -142,11 +187,26 @@ class IdentityProviderClient:
         credentials = (client_id, client_secret) if client_id is not None else None
         return await self._token_request(form, credentials)
 
-    async def revoke(self, token: str, hint: str = "refresh_token") -> None:
-        """RFC 7009; a provider without a revocation endpoint makes this a no-op."""
+    async def revoke(self, token: str, hint: str = "refresh_token") -> bool:
+        """RFC 7009: True once the provider confirmed it; False for a provider without a
+        revocation endpoint. Every failure, a refusal (4xx) included, is counted in
+        ``authproxy_idp_errors_total{endpoint="revocation"}`` and raised.
+
+        Cognito documents only HTTP Basic for clients with a secret at ``/oauth2/revoke``
+        (Developer Guide, "Revoke endpoint": ``Basic Base64Encode(client_id:client_secret)``;
+        ``client_id`` in the body only for a client without a secret), so there the secret
+        never goes in the body, whatever ``client_auth`` says; and it takes no
+        ``token_type_hint`` (only refresh tokens can be revoked there).
+        """
         if not self.endpoints.revocation:
-            return
-        await self._post_form("revocation", self.endpoints.revocation, {"token": token, "token_type_hint": hint})
+            return False
+        form = {"token": token} if self._cognito else {"token": token, "token_type_hint": hint}
+        try:
+            await self._post_form("revocation", self.endpoints.revocation, form, basic=self._cognito or None)
+        except IdpRejected:
+            metrics.IDP_ERRORS.labels("revocation").inc()  # 5xx and network failures are counted in _post_form
+            raise
+        return True
 
     async def _token_request(self, form: dict[str, str], credentials: tuple[str, str | None] | None = None) -> TokenResponse:
         body = await self._post_form("token", self.endpoints.token, form, credentials)
@@ -164,15 +224,19 @@ class IdentityProviderClient:
         )
 
     async def _post_form(
-        self, endpoint: str, url: str, form: dict[str, str], credentials: tuple[str, str | None] | None = None
+        self,
+        endpoint: str,
+        url: str,
+        form: dict[str, str],
+        credentials: tuple[str, str | None] | None = None,
+        basic: bool | None = None,
     ) -> dict[str, Any]:
+        """``basic``: True forces HTTP Basic for a client with a secret, None follows ``client_auth``."""
         headers = {"Accept": "application/json"}
         form = dict(form)
         client_id, client_secret = credentials or (self._client_id, self._client_secret)
-        if self._client_auth == "client_secret_basic" and client_secret is not None:
-            # RFC 6749 2.3.1: both parts form-urlencoded before base64.
-            pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        if (basic or self._client_auth == "client_secret_basic") and client_secret is not None:
+            headers["Authorization"] = basic_credentials(client_id, client_secret, url_encode=not self._cognito)
         else:
             form["client_id"] = client_id
             if client_secret is not None:
@@ -200,8 +264,8 @@ class IdentityProviderClient:
             raise IdpUnavailable(endpoint, f"{endpoint}: response is not a JSON object")
         return body
 
-    async def _fetch_jwks(self) -> KeySet:
-        document = await self.get_json("jwks", self.endpoints.jwks_uri)
+    async def _fetch_jwks(self, url: str) -> KeySet:
+        document = await self.get_json("jwks", url)
         try:
             return KeySet.import_key_set(document)  # type: ignore[arg-type]
         except (ValueError, KeyError, TypeError) as exc:
@@ -209,6 +273,18 @@ class IdentityProviderClient:
 
     async def get_json(self, endpoint: str, url: str) -> Mapping[str, Any]:
         return await fetch_json(self._session, endpoint, url, self._timeout)
+
+
+def basic_credentials(client_id: str, client_secret: str, *, url_encode: bool = True) -> str:
+    """The ``Authorization`` value for HTTP Basic client authentication.
+
+    RFC 6749 2.3.1 form-urlencodes both parts before base64. Cognito documents
+    ``Basic Base64Encode(client_id:client_secret)`` with nothing encoded (Developer Guide,
+    "Token endpoint" and "Revoke endpoint"), and a custom client secret may contain ``+``,
+    which the RFC's encoding would turn into ``%2B``: for Cognito, ``url_encode`` is False.
+    """
+    pair = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}" if url_encode else f"{client_id}:{client_secret}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
 async def discover(session: aiohttp.ClientSession, issuer: str, timeout: float = 10.0) -> Mapping[str, Any]:

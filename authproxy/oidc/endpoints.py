@@ -3,18 +3,21 @@
 - generic: from the discovery document (OpenID Connect Discovery 1.0), each endpoint
   overridable; the document's issuer must equal the configured one exactly (4.3).
 - cognito: the issuer is configured (it lives on cognito-idp.<region>.amazonaws.com);
-  the hosted UI's authorize/token/revoke/logout live on ``cognito_domain``; the JWKS
-  at ``{issuer}/.well-known/jwks.json``. Cognito sends no RFC 9207 ``iss`` parameter.
+  the hosted UI's authorize/token/revoke/logout live on ``cognito_domain``. A user pool
+  issues under several issuers (``oidc.cognito``), each with its JWKS at
+  ``{issuer}/.well-known/jwks.json``; a token's keys are chosen by its ``iss``.
+  Cognito sends no RFC 9207 ``iss`` parameter.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
 from authproxy.errors import AuthproxyError
+from authproxy.oidc import cognito
 
 
 class DiscoveryInvalid(AuthproxyError):
@@ -32,6 +35,19 @@ class Endpoints:
     userinfo: str | None = None
     cognito_logout: str | None = None  # {cognito_domain}/logout: not RP-initiated logout
     iss_parameter_supported: bool = False  # RFC 9207: then the callback must carry iss
+    # Every issuer of this provider with the JWKS URL of its keys, ``issuer`` first
+    # (empty: just ``issuer`` at ``jwks_uri``).
+    issuer_keys: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        return tuple(issuer for issuer, _ in self.issuer_keys) or (self.issuer,)
+
+    def jwks_uri_for(self, issuer: str) -> str | None:
+        """The JWKS URL of ``issuer``, or None when it is not an issuer of this provider."""
+        if not self.issuer_keys:
+            return self.jwks_uri if issuer == self.issuer else None
+        return dict(self.issuer_keys).get(issuer)
 
     def with_overrides(self, overrides: Mapping[str, str | None]) -> Endpoints:
         chosen = {name: value for name, value in overrides.items() if value}
@@ -69,16 +85,23 @@ def from_discovery(document: Mapping[str, Any], issuer: str, overrides: Mapping[
     return endpoints.with_overrides({name: overrides.get(name) for name in OVERRIDABLE})
 
 
-def for_cognito(issuer: str, cognito_domain: str, overrides: Mapping[str, str | None]) -> Endpoints:
+def for_cognito(
+    issuer: str, cognito_domain: str, overrides: Mapping[str, str | None], issuers: Sequence[str] = ()
+) -> Endpoints:
+    """``issuers``: the pool's other issuers besides ``issuer``. A ``jwks_uri`` override
+    serves every issuer's keys (one key set for the pool, as the updated form's hosts do)."""
     domain = cognito_domain.rstrip("/")
+    every = tuple(dict.fromkeys((issuer, *issuers)))
+    override = overrides.get("jwks_uri")
     endpoints = Endpoints(
         issuer=issuer,
         authorization=f"{domain}/oauth2/authorize",
         token=f"{domain}/oauth2/token",
-        jwks_uri=f"{issuer.rstrip('/')}/.well-known/jwks.json",
+        jwks_uri=override or cognito.jwks_uri(issuer),
         revocation=f"{domain}/oauth2/revoke",
         userinfo=f"{domain}/oauth2/userInfo",
         cognito_logout=f"{domain}/logout",
+        issuer_keys=tuple((each, override or cognito.jwks_uri(each)) for each in every),
     )
     return endpoints.with_overrides({name: overrides.get(name) for name in OVERRIDABLE})
 

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from joserfc import jwt
@@ -40,6 +40,44 @@ class TokenRules:
     id_token: bool = False  # OIDC Core 2: an ID token must carry a non-empty sub and iat
     leeway: int = DEFAULT_LEEWAY
     algorithms: Collection[str] = ALLOWED_ALGORITHMS
+    # Further issuers of the same provider: a Cognito user pool issues under several
+    # (see oidc.cognito). "iss" must be ``issuer`` or one of these, exactly.
+    issuers: frozenset[str] = frozenset()
+
+    def accepts_issuer(self, iss: object) -> bool:
+        return isinstance(iss, str) and (iss == self.issuer or iss in self.issuers)
+
+    def for_provider(self, issuers: Collection[str]) -> TokenRules:
+        """These rules widened to every issuer of the provider when they name one of them:
+        rules written for "this provider" (by its configured issuer) accept any issuer of
+        it, and rules naming some other issuer stay as they are."""
+        if self.issuer not in issuers or all(each == self.issuer or each in self.issuers for each in issuers):
+            return self  # another provider's rules, or already wide enough (one issuer: always)
+        return replace(self, issuers=self.issuers | frozenset(issuers))
+
+
+class KeyNotInJwks(TokenInvalid):
+    """No key of the issuer's JWKS matches the token's kid, even after refetching it: the
+    token was not signed by this provider (a definite failure, unlike ``UnknownSigningKey``,
+    which may still be a key the provider has just started to use)."""
+
+    def __init__(self, detail: str = ""):
+        super().__init__("unknown_key", detail)
+
+
+def unverified_issuer(token: str) -> str | None:
+    """The ``iss`` a token claims, read before its signature is checked, only to choose the
+    issuer's keys (Cognito: one JWKS per issuer). None when the token has no readable
+    string ``iss``; the signature and claims checks decide everything else."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError, binascii.Error, RecursionError):
+        return None
+    iss = payload.get("iss") if isinstance(payload, dict) else None
+    return iss if isinstance(iss, str) else None
 
 
 def check_header(token: str, algorithms: Collection[str]) -> None:
@@ -110,7 +148,7 @@ def _verify(token: str, keys: KeySet, rules: TokenRules, now: int) -> dict[str, 
 
 def check_claims(claims: Mapping[str, Any], rules: TokenRules, now: int) -> None:
     """The registered-claim rules, in the order OIDC Core 3.1.3.7 lists them."""
-    if claims.get("iss") != rules.issuer:
+    if not rules.accepts_issuer(claims.get("iss")):
         raise TokenInvalid("wrong_issuer")
     if rules.audiences is not None:
         audience = claims.get("aud")

@@ -2,7 +2,8 @@
 
 Kinds are ANDed and values within a kind ORed, as in oauth2-proxy's allowed_groups /
 email_domains and Pomerium's policy; ``scopes`` are all required (RFC 6750 3.1
-``insufficient_scope``). A denial names what was missing, never a token or a claim
+``insufficient_scope``). Email rules admit only a verified email unless the route opts
+out (``require_verified_email: false``). A denial names what was missing, never a token or a claim
 value the user did not choose.
 """
 
@@ -30,6 +31,7 @@ class AllowRule:
     claims: tuple[tuple[str, frozenset[str]], ...]
     scopes: tuple[str, ...]
     groups_claim: str
+    require_verified_email: bool = True
 
     @classmethod
     def compile(cls, allow: Allow, groups_claim: str) -> AllowRule:
@@ -42,6 +44,7 @@ class AllowRule:
             claims=tuple((name, frozenset(_text(value) for value in values)) for name, values in (allow.claims or {}).items()),
             scopes=tuple(allow.scopes or ()),
             groups_claim=groups_claim,
+            require_verified_email=allow.require_verified_email,
         )
 
     def check(self, claims: Mapping[str, Any]) -> Denial | None:
@@ -54,8 +57,11 @@ class AllowRule:
             return Denial("requires one of the allowed email addresses")
         if self.email_domains is not None and email.rpartition("@")[2] not in self.email_domains:
             return Denial("requires an email address in: " + ", ".join(sorted(self.email_domains)))
-        if (self.emails is not None or self.email_domains is not None) and claims.get("email_verified") in (False, "false"):
-            # Anyone can type an address they do not own; Cognito sends "false" as a string at times.
+        if (
+            self.require_verified_email
+            and (self.emails is not None or self.email_domains is not None)
+            and not email_verified(claims)
+        ):
             return Denial("requires a verified email address")
         for name, accepted in self.claims:
             if not accepted.intersection(_values(claims.get(name))):
@@ -67,6 +73,17 @@ class AllowRule:
             if missing:
                 return Denial("requires scope: " + " ".join(missing), missing)
         return None
+
+
+def email_verified(claims: Mapping[str, Any]) -> bool:
+    """Whether the provider vouches for the ``email`` claim: ``email_verified`` true, as a
+    boolean (OIDC Core 5.1) or the string "true" (Cognito sends strings at times). Absent
+    is not verified: anyone can type an address they do not own, Cognito marks emails
+    mapped from a federated identity provider unverified by default and may leave the
+    claim out, and app clients may write ``email`` by default (Developer Guide, "Mapping
+    IdP attributes to profiles and tokens", "Working with user attributes")."""
+    verified = claims.get("email_verified")
+    return verified is True or (isinstance(verified, str) and verified.lower() == "true")
 
 
 def _text(value: object) -> str:
@@ -81,3 +98,33 @@ def _values(value: object) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [_text(item) for item in value]
     return [_text(value)]
+
+
+# Issuers (by host) of providers whose ID tokens never carry email_verified: an email rule
+# there admits nobody unless the route opts out. Microsoft Entra ID documents no such claim.
+NO_EMAIL_VERIFIED_HOSTS = ("login.microsoftonline.com", "sts.windows.net", "login.microsoftonline.us")
+
+
+def email_rule_warnings(config: Any) -> list[str]:
+    """What ``check-config`` says about email rules: where one meets a provider that never
+    sends ``email_verified`` (every user would be refused), and, for Cognito, that federated
+    users' emails are unverified unless the identity provider's mapping sets it."""
+    from urllib.parse import urlsplit
+
+    oidc = config.oidc
+    if oidc is None:
+        return []
+    strict = [route.name for route in config.routes
+              if route.allow is not None and route.allow.require_verified_email
+              and (route.allow.emails is not None or route.allow.email_domains is not None)]
+    if not strict:
+        return []
+    host = (urlsplit(oidc.issuer).hostname or "").lower()
+    if host in NO_EMAIL_VERIFIED_HOSTS:
+        return [f"route {name}: an email rule needs email_verified, which {host} never sends, so nobody passes; "
+                "use groups or claims, or set require_verified_email: false if its addresses are verified"
+                for name in strict]
+    if oidc.provider == "cognito":
+        return [f"route {name}: an email rule admits only email_verified true; Cognito leaves it out or false for "
+                "users of a federated identity provider unless the attribute mapping sets it" for name in strict]
+    return []

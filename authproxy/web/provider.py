@@ -40,6 +40,7 @@ class ProviderLink:
                     client_id=self.oidc.client_id,
                     client_secret=self.oidc.client_secret.get_secret_value() if self.oidc.client_secret else None,
                     client_auth=self.oidc.client_auth,
+                    provider=self.oidc.provider,
                 )
                 await client.jwks.load()
             except (IdpError, DiscoveryInvalid) as exc:
@@ -50,7 +51,8 @@ class ProviderLink:
                 continue
             self.client = client
             self._readiness.done("identity_provider")
-            log().info("identity_provider_loaded", extra={"fields": {"issuer": self.oidc.issuer}})
+            log().info("identity_provider_loaded", extra={"fields": {"issuer": self.oidc.issuer,
+                                                                       "issuers": list(self.oidc.issuers)}})
             return
 
     async def _endpoints(self) -> Endpoints:
@@ -64,5 +66,5 @@ class ProviderLink:
             "userinfo": oidc.userinfo_endpoint,
         }
         if oidc.provider == "cognito":
-            return for_cognito(oidc.issuer, str(oidc.cognito_domain), overrides)
+            return for_cognito(oidc.issuer, str(oidc.cognito_domain), overrides, oidc.issuers)
         return from_discovery(await discover(self._http, oidc.issuer), oidc.issuer, overrides)

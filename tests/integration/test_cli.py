@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 from authproxy import __version__
-from tests.support.processes import ROOT, ProxyProcess, child_env
+from tests.support.processes import ROOT, ProxyProcess, child_env, http_get
 
 
 def authproxy(*args, env=None):
@@ -65,3 +66,30 @@ def test_healthcheck_reads_admin_listen_from_the_config_and_ignores_http_proxy(u
     gone = subprocess.run([sys.executable, "-m", "authproxy", "healthcheck", "--url", proxy.admin_url + "/readyz",
                            "--timeout", "1"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
     assert gone.returncode == 1 and "not ready" in gone.stderr
+
+
+def test_dev_idp_in_a_pools_layout_with_the_updated_issuer(tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "authproxy", "dev-idp", "--port", "0", "--pool-id", "eu-west-1_DevPool1",
+         "--issuer-format", "updated", "--rotation-grace", "0"],
+        cwd=ROOT, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("issuer: "):
+                break
+        issuer = lines[-1].split(": ", 1)[1].strip()
+        domain = next(line for line in lines if "cognito_domain:" in line).split(": ", 1)[1].strip()
+        assert issuer.endswith("/eu-west-1_DevPool1") and not issuer.startswith(domain)  # another origin, a path
+        status, body = http_get(issuer + "/.well-known/openid-configuration")
+        assert status == 200
+        discovery = json.loads(body)
+        assert discovery["issuer"] == issuer and discovery["authorization_endpoint"].startswith(domain)
+        assert "end_session_endpoint" in discovery
+    finally:
+        process.terminate()
+        code = process.wait(10)
+        process.stdout.close()
+    assert code == 0

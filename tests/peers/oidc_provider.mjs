@@ -36,10 +36,14 @@ const options = JSON.parse(process.argv[3] || '{}');
 const issuer = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
 
 const accounts = {
-  alice: { email: 'alice@example.com', name: 'Alice', groups: ['admins'] },
-  bob: { email: 'bob@example.com', name: 'Bob', groups: [] },
+  alice: { email: 'alice@example.com', email_verified: true, name: 'Alice', groups: ['admins'] },
+  bob: { email: 'bob@example.com', email_verified: true, name: 'Bob', groups: [] },
 };
-const accountClaims = (id) => ({ sub: id, ...(accounts[id] || { email: `${id}@example.com`, name: id, groups: [] }) });
+// Any other login is a user whose address nobody verified (email_verified false), as a
+// federated or self-written email would be.
+const accountClaims = (id) => ({
+  sub: id, ...(accounts[id] || { email: `${id}@example.com`, email_verified: false, name: id, groups: [] }),
+});
 
 // Per-client resource allow-lists, kept out of the metadata oidc-provider validates.
 const clientResourceScopes = new Map();
@@ -94,7 +98,7 @@ const provider = new Provider(issuer, {
   },
   pkce: { required: () => true },
   conformIdTokenClaims: false, // scope claims in the ID token, as Cognito does
-  claims: { openid: ['sub'], email: ['email'], profile: ['name'], groups: ['groups'] },
+  claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
   scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
   issueRefreshToken: async () => true,
   rotateRefreshToken: Boolean(options.rotateRefreshToken),
@@ -107,8 +111,8 @@ const provider = new Provider(issuer, {
   // token itself. Opaque tokens stay as they were (nothing extra).
   extraTokenClaims: async (ctx, token) => {
     if (token.format !== 'jwt' || !token.accountId) return undefined;
-    const { email, groups } = accountClaims(token.accountId);
-    return { email, groups };
+    const { email, email_verified, groups } = accountClaims(token.accountId);
+    return { email, email_verified, groups };
   },
   cookies: { keys: ['authproxy-test-cookie-key'] },
   findAccount: async (ctx, id) => ({

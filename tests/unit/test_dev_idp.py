@@ -119,7 +119,9 @@ def callback_params(response: aiohttp.ClientResponse) -> dict[str, str]:
 
 
 async def sign_in(idp, user: str = "alice", **change: str | None) -> str:
-    """GET the sign-in page, click the user's button, return the code from the redirect."""
+    """GET the sign-in page, click the user's button, return the code from the redirect.
+    A new browser each time: the hosted UI's own cookie would sign the user in silently."""
+    idp.session.cookie_jar.clear()
     page = await idp.get("/oauth2/authorize", params=authorize_params(**change))
     assert page.status == 200
     form = next(form for form in Forms(await page.text()).forms if ("pick", user) in form["buttons"])
@@ -203,7 +205,7 @@ async def test_code_flow_tokens_verify_under_cognito_rules(idp, clock):
     code = await sign_in(idp, "alice")
     status, body = await exchange(idp, code)
     assert status == 200, body
-    assert body["token_type"] == "Bearer" and body["expires_in"] == 120 and body["refresh_token"]
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600 and body["refresh_token"]
     keys = await public_keys(idp)
     now = int(clock())
     claims = verify_token(body["id_token"], keys, id_rules(), now)
@@ -214,7 +216,7 @@ async def test_code_flow_tokens_verify_under_cognito_rules(idp, clock):
     assert "aud" not in access and access["client_id"] == CLIENT_ID
     assert access["username"] == "alice" and access["cognito:groups"] == ["admins"]
     assert access["scope"].split() == ["openid", "email", "profile"] and access["jti"]
-    assert access["sub"] == claims["sub"] and access["exp"] - access["iat"] == 120
+    assert access["sub"] == claims["sub"] and access["exp"] - access["iat"] == 3600  # Cognito default, >= its 5-minute minimum
     with pytest.raises(TokenInvalid):  # an ID token is no access token
         verify_token(body["id_token"], keys, access_rules(), now)
 
@@ -297,7 +299,9 @@ async def test_bad_client_or_redirect_uri_shows_an_error_and_never_redirects(idp
 async def test_other_authorize_errors_go_back_to_the_client(idp, change, error):
     response = await idp.get("/oauth2/authorize", params=authorize_params(**change), allow_redirects=False)
     params = callback_params(response)
-    assert params["error"] == error and params["state"] == STATE and "code" not in params
+    assert params["error"] == error and "code" not in params
+    # Like Cognito's, some error redirects carry no state (here: scope errors).
+    assert params.get("state") == (None if error == "invalid_scope" else STATE)
 
 
 async def test_wrong_password_gives_no_code(idp):
@@ -356,7 +360,7 @@ async def test_revoked_refresh_token_is_invalid_grant(idp):
 async def test_revocation_needs_client_authentication(idp):
     _, tokens = await exchange(idp, await sign_in(idp))
     response = await idp.post("/oauth2/revoke", data={"token": tokens["refresh_token"]}, headers=basic(CLIENT_ID, "wrong"))
-    assert response.status == 401
+    assert response.status == 400 and (await response.json())["error"] == "invalid_client"
     status, _ = await token_request(idp, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
     assert status == 200
 
@@ -396,9 +400,9 @@ async def test_client_credentials_defaults_to_every_allowed_scope(idp, clock):
     ("scope", "auth", "status", "error"),
     [
         ("demo-api/admin", basic(MACHINE_ID, MACHINE_SECRET), 400, "invalid_scope"),
-        ("demo-api/read", basic(MACHINE_ID, "wrong"), 401, "invalid_client"),
+        ("demo-api/read", basic(MACHINE_ID, "wrong"), 400, "invalid_client"),  # Cognito: 400, not RFC 6749's 401
         ("demo-api/read", basic(CLIENT_ID, CLIENT_SECRET), 400, "unauthorized_client"),
-        ("demo-api/read", {}, 401, "invalid_client"),
+        ("demo-api/read", {}, 400, "invalid_client"),
     ],
 )
 async def test_client_credentials_refusals(idp, scope, auth, status, error):
@@ -407,15 +411,16 @@ async def test_client_credentials_refusals(idp, scope, auth, status, error):
     assert "access_token" not in body
 
 
-async def test_wrong_client_secret_is_invalid_client_with_a_challenge(idp):
+async def test_wrong_client_secret_is_400_invalid_client_as_cognito_answers(idp):
     code = await sign_in(idp)
     response = await idp.post(
         "/oauth2/token",
         data={"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": VERIFIER},
         headers=basic(CLIENT_ID, "wrong"),
     )
-    assert response.status == 401 and (await response.json())["error"] == "invalid_client"
-    assert response.headers["WWW-Authenticate"].startswith("Basic")
+    # Cognito's token endpoint answers 400 invalid_client, with no challenge (RFC 6749 5.2 would say 401)
+    assert response.status == 400 and (await response.json())["error"] == "invalid_client"
+    assert "WWW-Authenticate" not in response.headers
 
 
 async def test_unknown_grant_type(idp):
@@ -481,3 +486,133 @@ def test_dev_idp_command_serves_discovery_and_stops_on_sigterm():
     assert process.returncode == 0, stderr
     assert "NOT FOR PRODUCTION" in stdout and f"issuer: http://127.0.0.1:{port}" in stdout
     assert "dev-only-secret" not in stdout + stderr  # client secrets are never printed
+
+
+# ---------------------------------------------------------------- behaving like Cognito (issue 17, item 5)
+
+
+async def test_basic_credentials_are_not_url_decoded_as_cognito_documents(aiohttp_client, clock):
+    """Cognito: Basic Base64Encode(client_id:client_secret), nothing URL-encoded. A secret
+    with '+' passes as it is and fails when form-urlencoded first (RFC 6749 2.3.1's '%2B')."""
+    secret = "s3cret+with/slash=="
+    idp = await aiohttp_client(create_app(ISSUER, [MachineClient(MACHINE_ID, secret)], clock=clock))
+    form = {"grant_type": "client_credentials"}
+    assert (await token_request(idp, form, auth=basic(MACHINE_ID, secret)))[0] == 200
+    status, body = await token_request(idp, form, auth=basic(MACHINE_ID, "s3cret%2Bwith%2Fslash%3D%3D"))
+    assert (status, body["error"]) == (400, "invalid_client")
+
+
+async def test_refresh_token_rotation_with_grace_zero(aiohttp_client, clock):
+    client = WebClient(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI], [LOGOUT_URI], refresh_token_rotation=True)
+    idp = await aiohttp_client(create_app(ISSUER, [client], clock=clock))
+    _, tokens = await exchange(idp, await sign_in(idp))
+    status, first = await token_request(idp, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert status == 200 and first["refresh_token"] != tokens["refresh_token"]  # a new one every refresh
+    status, body = await token_request(idp, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert (status, body["error"]) == (400, "invalid_grant")  # grace 0: the used one died at once
+    status, second = await token_request(idp, {"grant_type": "refresh_token", "refresh_token": first["refresh_token"]})
+    assert status == 200 and second["refresh_token"] not in (first["refresh_token"], tokens["refresh_token"])
+
+
+async def test_refresh_token_rotation_grace_period(aiohttp_client, clock):
+    client = WebClient(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI], refresh_token_rotation=True, rotation_grace_period=10)
+    idp = await aiohttp_client(create_app(ISSUER, [client], clock=clock))
+    _, tokens = await exchange(idp, await sign_in(idp))
+    old = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    assert (await token_request(idp, old))[0] == 200
+    clock.now += 9
+    status, again = await token_request(idp, old)  # a retry within the grace period still works
+    assert status == 200 and again["refresh_token"]
+    clock.now += 2
+    assert (await token_request(idp, old))[1]["error"] == "invalid_grant"
+    with pytest.raises(ValueError):
+        WebClient(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI], refresh_token_rotation=True, rotation_grace_period=61)
+
+
+async def test_without_rotation_a_refresh_returns_no_refresh_token(idp):
+    _, tokens = await exchange(idp, await sign_in(idp))
+    status, body = await token_request(idp, {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]})
+    assert status == 200 and "refresh_token" not in body
+
+
+async def test_revoke_answers_as_cognito_does(aiohttp_client, clock):
+    disabled = WebClient("no-revoke", "no-revoke-secret", [REDIRECT_URI], revocation_enabled=False)
+    idp = await aiohttp_client(create_app(ISSUER, [WebClient(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI]), disabled],
+                                          clock=clock))
+    _, tokens = await exchange(idp, await sign_in(idp))
+    response = await idp.post("/oauth2/revoke", data={"token": tokens["access_token"]}, headers=basic(CLIENT_ID, CLIENT_SECRET))
+    assert (response.status, (await response.json())["error"]) == (400, "unsupported_token_type")
+    response = await idp.post("/oauth2/revoke", data={"token": "anything"}, headers=basic("no-revoke", "no-revoke-secret"))
+    assert (response.status, (await response.json())["error"]) == (400, "invalid_request")
+    response = await idp.post("/oauth2/revoke", data={"token": tokens["refresh_token"]}, headers=basic(CLIENT_ID, CLIENT_SECRET))
+    assert response.status == 200
+
+
+async def test_claims_as_cognito_writes_them(idp, clock):
+    keys_now = int(clock())
+    _, tokens = await exchange(idp, await sign_in(idp, "alice"))
+    keys = await public_keys(idp)
+    access = verify_token(tokens["access_token"], keys, access_rules(), keys_now)
+    claims = verify_token(tokens["id_token"], keys, id_rules(), keys_now)
+    assert access["version"] == 2 and access["event_id"] == claims["event_id"]
+    assert claims["custom:tenant"] == "acme" and claims["custom:level"] == "3"  # custom attributes: strings
+    assert claims["email_verified"] is True and "identities" not in claims
+
+
+async def test_a_federated_user_has_identities_and_no_email_verified(idp, clock):
+    _, tokens = await exchange(idp, await sign_in(idp, "carol"))
+    claims = verify_token(tokens["id_token"], await public_keys(idp), id_rules(), int(clock()))
+    assert "email_verified" not in claims and claims["email"] == "carol@example.com"
+    assert claims["cognito:username"].startswith("Google_")
+    identity = claims["identities"][0]
+    assert identity["providerName"] == "Google" and identity["primary"] == "true"
+    assert any(group.endswith("_Google") for group in claims["cognito:groups"])
+
+
+async def test_discovery_names_cognitos_logout_as_end_session(idp):
+    document = await (await idp.get("/.well-known/openid-configuration")).json()
+    assert document["end_session_endpoint"] == ISSUER + "/logout"
+
+
+async def test_the_hosted_ui_cookie_signs_in_again_silently_until_logout(idp):
+    await sign_in(idp)  # on the page: the hosted UI remembers it
+    response = await idp.get("/oauth2/authorize", params=authorize_params(), allow_redirects=False)
+    params = callback_params(response)  # no page: straight back with a code
+    assert params["state"] == STATE and params["code"]
+    response = await idp.get("/oauth2/authorize", params=authorize_params(prompt="login"), allow_redirects=False)
+    assert response.status == 200  # prompt=login always asks
+    await idp.get("/logout", params={"client_id": CLIENT_ID, "logout_uri": LOGOUT_URI}, allow_redirects=False)
+    response = await idp.get("/oauth2/authorize", params=authorize_params(), allow_redirects=False)
+    assert response.status == 200 and "Sign in" in await response.text()
+
+
+async def test_a_pools_layout_issuer_on_another_origin_and_both_issuer_forms(clock):
+    from authproxy.demo.idp import start
+
+    server = await start(demo_clients_for_tests(), port=0, pool_id="eu-west-1_DevPool1", announce=lambda _: None)
+    try:
+        assert server.issuer.endswith("/eu-west-1_DevPool1") and not server.issuer.startswith(server.domain)
+        async with aiohttp.ClientSession() as http:
+            for issuer in (server.issuer, server.updated_issuer):
+                async with http.get(issuer + "/.well-known/openid-configuration") as response:
+                    document = await response.json()
+                assert document["issuer"] == issuer and document["jwks_uri"] == issuer + "/.well-known/jwks.json"
+                assert document["authorization_endpoint"] == server.domain + "/oauth2/authorize"
+            async with http.get(server.domain + "/.well-known/jwks.json") as response:
+                assert response.status == 404  # the keys live at the issuer, not on the domain
+        assert server.idp.issuer == server.issuer
+        server.idp.issuer_format = "updated"  # the pool was switched
+        assert server.idp.issuer == server.updated_issuer
+    finally:
+        await server.close()
+
+
+def demo_clients_for_tests():
+    return [WebClient(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI], [LOGOUT_URI])]
+
+
+async def test_revoke_takes_the_secret_only_by_basic(idp):
+    _, tokens = await exchange(idp, await sign_in(idp))
+    form = {"token": tokens["refresh_token"], "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    response = await idp.post("/oauth2/revoke", data=form)
+    assert (response.status, (await response.json())["error"]) == (400, "invalid_client")

@@ -39,6 +39,12 @@ AUTHORIZE_PARAMS = (
     "code_challenge_method",
 )
 _CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")  # BASE64URL(SHA-256) without padding (RFC 7636 4.2)
+# The hosted UI remembers a sign-in in its own cookie, so a later authorize request (a
+# session of the app ended, or another app) signs in without a page, until /logout clears
+# it. Scoped to the authorize path: on a shared 127.0.0.1 host it never reaches the app.
+MANAGED_LOGIN_COOKIE = "cognito"
+MANAGED_LOGIN_PATH = "/oauth2/authorize"
+MANAGED_LOGIN_LIFETIME = 3600  # Cognito's managed login session: 1 hour
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +70,10 @@ class _RedirectedError(Exception):
 
     def __init__(self, redirect_uri: str, state: str | None, error: str, description: str):
         super().__init__(error)
-        self.location = _with_query(
-            redirect_uri, {"error": error, "error_description": description, **({"state": state} if state is not None else {})}
-        )
+        # Cognito leaves state out of some error redirects (here: scope errors), which
+        # RFC 6749 4.1.2.1 requires; a client must still show what went wrong.
+        carried = {"state": state} if state is not None and error != "invalid_scope" else {}
+        self.location = _with_query(redirect_uri, {"error": error, "error_description": description, **carried})
 
 
 class _AuthorizeEndpoint:
@@ -75,6 +82,7 @@ class _AuthorizeEndpoint:
     clients: dict[str, Client]
     users: dict[str, DemoUser]
     _codes: _Expiring[_Code]
+    _managed_logins: _Expiring[_Authentication]
     _now: Callable[[], int]
 
     # ---- authorization endpoint (RFC 6749 4.1.1-4.1.2, RFC 7636 4.3-4.4, OIDC Core 3.1.2)
@@ -86,6 +94,10 @@ class _AuthorizeEndpoint:
             return _page("Sign-in refused", f"<p class=error>{_e(str(exc))}</p>", status=400)
         except _RedirectedError as exc:
             return _redirect(exc.location)
+        remembered = self._managed_logins.get(request.cookies.get(MANAGED_LOGIN_COOKIE, ""), self._now())
+        if remembered is not None and "login" not in (_single(request.query, "prompt") or "").split():
+            LOGGER.info("dev_idp_signed_in_silently", extra={"fields": {"user": remembered.user.username}})
+            return self._issue_code(authorize, remembered.user, remembered.auth_time, None)
         return self._sign_in_page(request.path, authorize)
 
     async def _authorize_sign_in(self, request: web.Request) -> web.Response:
@@ -108,13 +120,22 @@ class _AuthorizeEndpoint:
         if user is None:
             LOGGER.info("dev_idp_sign_in_failed")
             return self._sign_in_page(request.path, authorize, error="Incorrect username or password.", username=username)
+        LOGGER.info("dev_idp_signed_in", extra={"fields": {"user": user.username, "client_id": authorize.client.client_id}})
+        return self._issue_code(authorize, user, self._now(), secrets.token_urlsafe(32))
+
+    def _issue_code(
+        self, authorize: _AuthorizeRequest, user: DemoUser, auth_time: int, new_login: str | None
+    ) -> web.Response:
+        """Redirect with a single-use code; ``new_login``: remember the sign-in in the hosted
+        UI's cookie under this value (a sign-in on the page, not a silent one)."""
         now = self._now()
         authentication = _Authentication(
             client_id=authorize.client.client_id,
             user=user,
             scope=authorize.scope,
-            auth_time=now,
+            auth_time=auth_time,
             origin_jti=str(uuid.uuid4()),
+            event_id=str(uuid.uuid4()),
         )
         code = secrets.token_urlsafe(32)
         self._codes.put(
@@ -123,9 +144,13 @@ class _AuthorizeEndpoint:
             now + CODE_LIFETIME,
             now,
         )
-        LOGGER.info("dev_idp_signed_in", extra={"fields": {"user": user.username, "client_id": authentication.client_id}})
         params = {"code": code, **({"state": authorize.state} if authorize.state is not None else {})}
-        return _redirect(_with_query(authorize.redirect_uri, params))
+        response = _redirect(_with_query(authorize.redirect_uri, params))
+        if new_login is not None:
+            self._managed_logins.put(new_login, authentication, now + MANAGED_LOGIN_LIFETIME, now)
+            response.set_cookie(MANAGED_LOGIN_COOKIE, new_login, path=MANAGED_LOGIN_PATH, httponly=True,
+                                samesite="Lax", max_age=MANAGED_LOGIN_LIFETIME)
+        return response
 
     def _parse_authorize(self, params: MultiMapping[Any]) -> _AuthorizeRequest:
         """Validate in the order RFC 6749 4.1.2.1 requires: client and redirect_uri first

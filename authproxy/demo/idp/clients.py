@@ -14,8 +14,12 @@ from dataclasses import dataclass
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9400
-DEFAULT_ACCESS_TOKEN_LIFETIME = 120  # short, so the demo shows refreshes
+# Cognito: access and ID tokens live 5 minutes to 1 day, 1 hour by default (Developer Guide,
+# "Using the access token" / app client token expiration). The demo may ask for less to show refreshes.
+DEFAULT_ACCESS_TOKEN_LIFETIME = 3600
+MIN_TOKEN_LIFETIME = 300
 DEFAULT_ID_TOKEN_LIFETIME = 3600
+MAX_ROTATION_GRACE_PERIOD = 60  # Cognito: RetryGracePeriodSeconds is 0-60
 DEFAULT_REFRESH_TOKEN_LIFETIME = 30 * 86400  # Cognito's default
 CODE_LIFETIME = 300  # Cognito: authorization codes are valid for 5 minutes
 
@@ -41,10 +45,19 @@ class WebClient:
     redirect_uris: tuple[str, ...]
     logout_uris: tuple[str, ...] = ()
     scopes: tuple[str, ...] = DEFAULT_WEB_SCOPES
+    # EnableTokenRevocation (on by default for new app clients); off: /oauth2/revoke answers 400.
+    revocation_enabled: bool = True
+    # Refresh token rotation (an app client setting): every refresh returns a new refresh
+    # token and the one used dies after the grace period (0-60 s; Developer Guide,
+    # "Refresh tokens", rotation). Off: a refresh returns no refresh token, the old one lives on.
+    refresh_token_rotation: bool = False
+    rotation_grace_period: int = 0
 
     def __post_init__(self) -> None:  # accept lists too
         for name in ("redirect_uris", "logout_uris", "scopes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not 0 <= self.rotation_grace_period <= MAX_ROTATION_GRACE_PERIOD:
+            raise ValueError(f"rotation_grace_period must be 0-{MAX_ROTATION_GRACE_PERIOD} seconds, as Cognito's")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +77,22 @@ Client = WebClient | MachineClient
 
 @dataclass(frozen=True, slots=True)
 class DemoUser:
-    """A user of the demo; the password is the username."""
+    """A user of the demo; the password is the username.
+
+    ``federated``: the identity provider the user signed up through (a social or SAML
+    provider of the pool), which Cognito records in the ``identities`` claim; such a
+    user's username is ``{provider}_{id}``, they are in the group ``{pool}_{provider}``,
+    and their mapped email is unverified unless the mapping says otherwise, so
+    ``email_verified`` is None (absent) here. ``attributes``: custom attributes, which
+    Cognito puts in tokens as strings whatever their type (``custom:tenant``).
+    """
 
     username: str
     email: str
     groups: tuple[str, ...] = ()
+    email_verified: bool | None = True
+    federated: str | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
 
     @property
     def sub(self) -> str:
@@ -80,8 +104,10 @@ class DemoUser:
 
 
 DEMO_USERS = (
-    DemoUser("alice", "alice@example.com", ("admins",)),
+    DemoUser("alice", "alice@example.com", ("admins",), attributes=(("custom:tenant", "acme"), ("custom:level", "3"))),
     DemoUser("bob", "bob@example.com"),
+    # Signed up through a social provider: email mapped from it, email_verified absent.
+    DemoUser("carol", "carol@example.com", email_verified=None, federated="Google"),
 )
 
 
@@ -94,19 +120,24 @@ def demo_clients(
     machine_client_id: str = DEFAULT_MACHINE_CLIENT_ID,
     machine_client_secret: str = DEFAULT_MACHINE_CLIENT_SECRET,
     machine_scopes: Iterable[str] = DEFAULT_MACHINE_SCOPES,
+    refresh_token_rotation: bool = False,
+    rotation_grace_period: int = 0,
 ) -> list[Client]:
     """The demo's two clients: the proxy (web) and a service (machine)."""
     return [
-        WebClient(client_id, client_secret, tuple(redirect_uris), tuple(logout_uris)),
+        WebClient(client_id, client_secret, tuple(redirect_uris), tuple(logout_uris),
+                  refresh_token_rotation=refresh_token_rotation, rotation_grace_period=rotation_grace_period),
         MachineClient(machine_client_id, machine_client_secret, tuple(machine_scopes)),
     ]
 
 
-def banner(issuer: str) -> str:
-    """Said once at start: what this is, that it is for development only, where it is."""
+def banner(issuer: str, domain: str | None = None) -> str:
+    """Said once at start: what this is, that it is for development only, where it is.
+    ``domain``: the hosted UI's origin, when it is not the issuer (a pool's layout)."""
+    where = f"  issuer: {issuer}\n  cognito_domain: {domain}" if domain else f"  issuer (also the cognito_domain): {issuer}"
     return (
         "authproxy dev-idp: a DEVELOPMENT OpenID provider that behaves like AWS Cognito. NOT FOR PRODUCTION:\n"
         "  anyone reaching it can sign in as a demo user with one click; state is in memory; keys change at each start.\n"
-        "  demo users: alice (group admins), bob; each password is the username.\n"
-        f"  issuer (also the cognito_domain): {issuer}"
+        "  demo users: alice (group admins), bob, carol (federated through Google, email not verified);\n"
+        "  each password is the username.\n" + where
     )

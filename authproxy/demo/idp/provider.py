@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from joserfc.jwk import KeySet
 
-from authproxy.demo.idp.authorize import _AuthorizeEndpoint
+from authproxy.demo.idp.authorize import MANAGED_LOGIN_COOKIE, MANAGED_LOGIN_PATH, _AuthorizeEndpoint
 from authproxy.demo.idp.clients import (
     DEFAULT_ACCESS_TOKEN_LIFETIME,
     DEFAULT_ID_TOKEN_LIFETIME,
@@ -45,8 +45,24 @@ class DevIdp(_AuthorizeEndpoint, _TokenEndpoint):
         refresh_token_lifetime: int = DEFAULT_REFRESH_TOKEN_LIFETIME,
         users: Iterable[DemoUser] = DEMO_USERS,
         clock: Callable[[], float] = time.time,
+        domain: str | None = None,
+        updated_issuer: str | None = None,
+        issuer_format: str = "original",
     ) -> None:
-        self.issuer = issuer.rstrip("/")
+        """``issuer`` alone: one origin is both the issuer and the hosted UI's domain (the
+        demo's layout). With ``domain``, a user pool's layout: the hosted UI on ``domain``
+        (``app()``), the issuer on another origin with the pool id as its path
+        (``issuer_app()``: ``{issuer}/.well-known/openid-configuration`` and
+        ``/jwks.json``), and optionally the updated issuer form on a third origin
+        (``updated_issuer``); ``issuer_format`` ("original" or "updated", changeable at any
+        time, as a pool can be switched) picks the ``iss`` of new tokens."""
+        self.issuers = {"original": issuer.rstrip("/")}
+        if updated_issuer is not None:
+            self.issuers["updated"] = updated_issuer.rstrip("/")
+        self.issuer_format = issuer_format
+        self.domain = (domain or issuer).rstrip("/")
+        self.pool_layout = domain is not None
+        self.pool_id = self.issuers["original"].rpartition("/")[2] if self.pool_layout else None
         self.clients: dict[str, Client] = {client.client_id: client for client in clients}
         self.users: dict[str, DemoUser] = {user.username: user for user in users}
         self.access_token_lifetime = access_token_lifetime
@@ -60,13 +76,48 @@ class DevIdp(_AuthorizeEndpoint, _TokenEndpoint):
         self._codes: _Expiring[_Code] = _Expiring()
         self._spent_codes: _Expiring[str] = _Expiring()  # code -> refresh token issued for it ("" if none)
         self._refresh_tokens: _Expiring[_Authentication] = _Expiring()
+        self._retired_refresh_tokens: _Expiring[_Authentication] = _Expiring()  # rotated, within the grace period
         self._revoked: _Expiring[bool] = _Expiring()  # origin_jti of revoked refresh tokens
+        self._managed_logins: _Expiring[_Authentication] = _Expiring()  # the hosted UI's own sign-in cookie
 
-    def app(self) -> web.Application:
+    @property
+    def issuer(self) -> str:
+        """The ``iss`` of tokens issued now."""
+        return self.issuers[self.issuer_format]
+
+    def accepts_issuer(self, iss: object) -> bool:
+        return iss in self.issuers.values()
+
+    def username_of(self, user: DemoUser) -> str:
+        """Cognito names a federated user ``{provider}_{id at the provider}``."""
+        return f"{user.federated}_{user.sub.replace('-', '')[:21]}" if user.federated else user.username
+
+    def identity_of(self, user: DemoUser) -> dict[str, Any]:
+        """One entry of the ``identities`` claim, as Cognito writes it (strings throughout)."""
+        return {
+            "userId": user.sub.replace("-", "")[:21],
+            "providerName": user.federated,
+            "providerType": user.federated,
+            "issuer": None,
+            "primary": "true",
+            "dateCreated": "1700000000000",
+        }
+
+    def issuer_app(self) -> web.Application:
+        """The issuer's origin in a pool's layout: discovery and keys under ``/{pool id}``."""
         app = web.Application()
         app[IDP_KEY] = self
-        app.router.add_get("/.well-known/openid-configuration", self._discovery)
-        app.router.add_get("/.well-known/jwks.json", self._jwks)
+        app.router.add_get(f"/{self.pool_id}/.well-known/openid-configuration", self._discovery)
+        app.router.add_get(f"/{self.pool_id}/.well-known/jwks.json", self._jwks)
+        return app
+
+    def app(self) -> web.Application:
+        """The hosted UI's domain (and, in the demo's layout, the issuer too)."""
+        app = web.Application()
+        app[IDP_KEY] = self
+        if not self.pool_layout:
+            app.router.add_get("/.well-known/openid-configuration", self._discovery)
+            app.router.add_get("/.well-known/jwks.json", self._jwks)
         app.router.add_get("/oauth2/authorize", self._authorize_page)
         app.router.add_post("/oauth2/authorize", self._authorize_sign_in)
         app.router.add_post("/oauth2/token", self._token)
@@ -85,16 +136,22 @@ class DevIdp(_AuthorizeEndpoint, _TokenEndpoint):
     # ---- discovery and keys (OpenID Connect Discovery 1.0 section 3)
 
     async def _discovery(self, request: web.Request) -> web.Response:
-        base = self.issuer
+        """Cognito's document lives at the issuer and names the hosted UI's endpoints on the
+        domain, Cognito's ``/logout`` as ``end_session_endpoint`` included. Each issuer
+        origin names itself."""
+        base = self.domain
+        origin = f"{request.scheme}://{request.host}"
+        issuer = next((url for url in self.issuers.values() if url.startswith(origin + "/") or url == origin), self.issuer)
         scopes = {scope for client in self.clients.values() for scope in client.scopes}
         return web.json_response(
             {
-                "issuer": self.issuer,
+                "issuer": issuer,
                 "authorization_endpoint": f"{base}/oauth2/authorize",
                 "token_endpoint": f"{base}/oauth2/token",
                 "userinfo_endpoint": f"{base}/oauth2/userInfo",
                 "revocation_endpoint": f"{base}/oauth2/revoke",
-                "jwks_uri": f"{base}/.well-known/jwks.json",
+                "end_session_endpoint": f"{base}/logout",
+                "jwks_uri": f"{issuer}/.well-known/jwks.json",
                 "response_types_supported": ["code"],
                 "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
                 "subject_types_supported": ["public"],
@@ -105,7 +162,7 @@ class DevIdp(_AuthorizeEndpoint, _TokenEndpoint):
                 "scopes_supported": sorted(scopes),
                 "claims_supported": [
                     "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "email", "email_verified",
-                    "cognito:username", "cognito:groups",
+                    "cognito:username", "cognito:groups", "identities", "event_id",
                 ],
             }
         )
@@ -121,12 +178,11 @@ class DevIdp(_AuthorizeEndpoint, _TokenEndpoint):
         claims: dict[str, Any] | None = None
         if scheme.lower() == "bearer" and token.strip():
             try:
-                claims = verify_token(
-                    token.strip(), self.public_keys, TokenRules(issuer=self.issuer, token_use="access", leeway=0), now
-                )
+                rules = TokenRules(issuer=self.issuer, issuers=frozenset(self.issuers.values()), token_use="access", leeway=0)
+                claims = verify_token(token.strip(), self.public_keys, rules, now)
             except TokenInvalid:
                 claims = None
-        user = self.users.get(str(claims.get("username"))) if claims else None
+        user = next((u for u in self.users.values() if claims and self.username_of(u) == claims.get("username")), None)
         if claims is None or user is None or self._revoked.get(str(claims.get("origin_jti")), now):
             return web.json_response(
                 {"error": "invalid_token", "error_description": "the access token is invalid, expired or revoked"},
@@ -136,9 +192,10 @@ class DevIdp(_AuthorizeEndpoint, _TokenEndpoint):
         return web.json_response(
             {
                 "sub": user.sub,
-                "email_verified": "true",  # Cognito's userInfo answers strings here
-                "email": user.email,
-                "username": user.username,
+                **({"email_verified": str(user.email_verified).lower()} if user.email_verified is not None else {}),
+                "email": user.email,  # Cognito's userInfo answers strings (email_verified "true")
+                "username": self.username_of(user),
+                **{name: str(value) for name, value in user.attributes},
             },
             headers=_TOKEN_HEADERS,
         )
@@ -154,7 +211,9 @@ class DevIdp(_AuthorizeEndpoint, _TokenEndpoint):
                 "<p class=error>Unknown client_id, or logout_uri is not an allowed sign-out URL of that client.</p>",
                 status=400,
             )
-        return _redirect(logout_uri)
+        response = _redirect(logout_uri)
+        response.del_cookie(MANAGED_LOGIN_COOKIE, path=MANAGED_LOGIN_PATH)  # Cognito's own session ends
+        return response
 
 
 IDP_KEY = web.AppKey("authproxy_dev_idp", DevIdp)
@@ -163,6 +222,8 @@ IDP_KEY = web.AppKey("authproxy_dev_idp", DevIdp)
 def create_app(issuer: str, clients: Iterable[Client], **options: Any) -> web.Application:
     """The provider as an aiohttp application; ``app[IDP_KEY]`` is its ``DevIdp``.
 
-    ``options``: access_token_lifetime, id_token_lifetime, refresh_token_lifetime, users, clock.
+    ``options``: access_token_lifetime, id_token_lifetime, refresh_token_lifetime, users, clock,
+    domain, updated_issuer, issuer_format (see ``DevIdp``; with ``domain``, the issuer's
+    origin is ``DevIdp.issuer_app()``).
     """
     return DevIdp(issuer, clients, **options).app()

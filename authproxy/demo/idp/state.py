@@ -60,6 +60,7 @@ class _Authentication:
     scope: str
     auth_time: int
     origin_jti: str  # Cognito's origin_jti: ties tokens to their refresh token, for revocation
+    event_id: str = ""  # Cognito's event_id: the sign-in event every token of this authentication names
 
 
 @dataclass(frozen=True, slots=True)

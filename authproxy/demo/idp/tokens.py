@@ -17,7 +17,6 @@ import secrets
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import unquote_plus
 
 from aiohttp import web
 from joserfc import jwt
@@ -63,8 +62,12 @@ class _TokenEndpoint:
     _codes: _Expiring[_Code]
     _spent_codes: _Expiring[str]
     _refresh_tokens: _Expiring[_Authentication]
+    _retired_refresh_tokens: _Expiring[_Authentication]
     _revoked: _Expiring[bool]
     _now: Callable[[], int]
+    pool_id: str | None
+    public_keys: Any
+    accepts_issuer: Callable[[object], bool]
 
     # ---- token endpoint (RFC 6749 3.2, 4.1.3, 4.4, 6; RFC 7636 4.5-4.6; OIDC Core 3.1.3, 12)
 
@@ -95,16 +98,17 @@ class _TokenEndpoint:
         if header is not None:
             scheme, _, value = header.partition(" ")
             if scheme.lower() != "basic":
-                raise _TokenError("invalid_client", "unsupported authentication scheme", 401, basic_challenge=True)
+                raise _TokenError("invalid_client", "unsupported authentication scheme")
             try:
                 pair = base64.b64decode(value.strip(), validate=True).decode("utf-8")
             except ValueError:
-                raise _TokenError("invalid_client", "malformed Basic credentials", 401, basic_challenge=True) from None
-            raw_id, separator, raw_secret = pair.partition(":")
+                raise _TokenError("invalid_client", "malformed Basic credentials") from None
+            client_id, separator, secret = pair.partition(":")
             if not separator:
-                raise _TokenError("invalid_client", "malformed Basic credentials", 401, basic_challenge=True)
-            # RFC 6749 2.3.1: id and secret are form-urlencoded before Basic encoding.
-            client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
+                raise _TokenError("invalid_client", "malformed Basic credentials")
+            # Cognito documents Basic Base64Encode(client_id:client_secret) and decodes
+            # nothing further (Developer Guide, "Token endpoint"): a secret sent
+            # form-urlencoded as RFC 6749 2.3.1 asks ("+" as "%2B") does not match.
             if posted_secret is not None:
                 raise _TokenError("invalid_request", "more than one client authentication method")
             if posted_id is not None and posted_id != client_id:
@@ -112,10 +116,12 @@ class _TokenEndpoint:
         elif posted_id is not None and posted_secret is not None:
             client_id, secret = posted_id, posted_secret
         else:
-            raise _TokenError("invalid_client", "client authentication required", 401, basic_challenge=True)
+            raise _TokenError("invalid_client", "client authentication required")
         client = self.clients.get(client_id)
         if client is None or not hmac.compare_digest(client.client_secret.encode(), secret.encode()):
-            raise _TokenError("invalid_client", "client authentication failed", 401, basic_challenge=header is not None)
+            # Cognito answers 400 invalid_client with no WWW-Authenticate challenge, where
+            # RFC 6749 5.2 would want 401 for a client that authenticated with Basic.
+            raise _TokenError("invalid_client", "client authentication failed")
         return client
 
     def _code_grant(self, client: Client, form: MultiMapping[Any]) -> dict[str, Any]:
@@ -145,18 +151,34 @@ class _TokenEndpoint:
         return {**self._user_tokens(entry.authentication, entry.nonce, now), "refresh_token": refresh_token}
 
     def _refresh_grant(self, client: Client, form: MultiMapping[Any]) -> dict[str, Any]:
-        """New access and ID tokens; the refresh token stays the same and is not returned
-        (Cognito without rotation). The ID token keeps auth_time, has no nonce (OIDC Core 12.2)."""
+        """New access and ID tokens. The ID token keeps auth_time, has no nonce (OIDC Core 12.2).
+
+        Without rotation the refresh token stays the same and is not returned. With the
+        client's refresh token rotation, a new one is returned every time and the one
+        used dies after the grace period (0: at once); within it, the old one still works
+        (a retry after a lost response), and each use returns yet another new one.
+        """
         if not isinstance(client, WebClient):
             raise _TokenError("unauthorized_client", "this client may not use the refresh_token grant")
         token = _single(form, "refresh_token")
         if not token:
             raise _TokenError("invalid_request", "refresh_token is required")
         now = self._now()
-        authentication = self._refresh_tokens.get(token, now)
-        if authentication is None or authentication.client_id != client.client_id:
+        authentication = self._refresh_tokens.get(token, now) or self._retired_refresh_tokens.get(token, now)
+        if (
+            authentication is None
+            or authentication.client_id != client.client_id
+            or self._revoked.get(authentication.origin_jti, now)
+        ):
             raise _TokenError("invalid_grant", "invalid, expired or revoked refresh token")
-        return self._user_tokens(authentication, None, now)
+        tokens = self._user_tokens(authentication, None, now)
+        if client.refresh_token_rotation:
+            if self._refresh_tokens.pop(token, now) is not None and client.rotation_grace_period > 0:
+                self._retired_refresh_tokens.put(token, authentication, now + client.rotation_grace_period, now)
+            rotated = secrets.token_urlsafe(48)
+            self._refresh_tokens.put(rotated, authentication, now + self.refresh_token_lifetime, now)
+            tokens["refresh_token"] = rotated
+        return tokens
 
     def _client_credentials_grant(self, client: Client, form: MultiMapping[Any]) -> dict[str, Any]:
         """RFC 6749 4.4 for a machine client; scope defaults to all it may have (3.3)."""
@@ -186,38 +208,53 @@ class _TokenEndpoint:
         }
 
     def _user_tokens(self, authentication: _Authentication, nonce: str | None, now: int) -> dict[str, Any]:
+        """Tokens shaped like Cognito's (Developer Guide, "Understanding the identity (ID)
+        token" and "Understanding the access token"): ``event_id``, ``version: 2`` and
+        ``username`` in the access token; ``cognito:username``, attributes (``custom:``
+        values as strings), ``identities`` for a federated user, in the ID token."""
         user = authentication.user
-        groups = {"cognito:groups": list(user.groups)} if user.groups else {}
+        username = self.username_of(user)
+        group_names = list(user.groups)
+        if user.federated:  # Cognito puts federated users in a group named after the provider
+            group_names.append(f"{self.pool_id or 'dev'}_{user.federated}")
+        groups = {"cognito:groups": group_names} if group_names else {}
+        event = {"event_id": authentication.event_id} if authentication.event_id else {}
         access_claims = {
             "sub": user.sub,
             **groups,
             "iss": self.issuer,
+            "version": 2,
             "client_id": authentication.client_id,
             "origin_jti": authentication.origin_jti,
+            **event,
             "token_use": "access",
             "scope": authentication.scope,
             "auth_time": authentication.auth_time,
             "exp": now + self.access_token_lifetime,
             "iat": now,
             "jti": str(uuid.uuid4()),
-            "username": user.username,
+            "username": username,
         }
         access_token = _sign(self._access_key, access_claims)
+        verified = {"email_verified": user.email_verified} if user.email_verified is not None else {}
         id_claims = {
             "sub": user.sub,
             **groups,
-            "email_verified": True,
+            **verified,
             "iss": self.issuer,
-            "cognito:username": user.username,
+            "cognito:username": username,
             **({"nonce": nonce} if nonce is not None else {}),
             "origin_jti": authentication.origin_jti,
             "aud": authentication.client_id,
+            **event,
             "token_use": "id",
             "auth_time": authentication.auth_time,
             "exp": now + self.id_token_lifetime,
             "iat": now,
             "jti": str(uuid.uuid4()),
             "email": user.email,
+            **{name: str(value) for name, value in user.attributes},
+            **({"identities": [self.identity_of(user)]} if user.federated else {}),
             "at_hash": _at_hash(access_token),  # OIDC Core 3.1.3.6
         }
         return {
@@ -239,10 +276,19 @@ class _TokenEndpoint:
         now = self._now()
         try:
             client = self._authenticate_client(request, form)
+            if "Authorization" not in request.headers:  # a secret in the body: not documented for /oauth2/revoke
+                raise _TokenError("invalid_client", "clients with a secret authenticate with HTTP Basic here")
             token = _single(form, "token")
+            # Cognito (Developer Guide, "Revoke endpoint"): 400 invalid_request without a
+            # token or when the app client has token revocation disabled; 400
+            # unsupported_token_type for anything but a refresh token.
             if not token:
                 raise _TokenError("invalid_request", "token is required")
-            authentication = self._refresh_tokens.get(token, now)
+            if isinstance(client, WebClient) and not client.revocation_enabled:
+                raise _TokenError("invalid_request", "token revocation is disabled for this app client")
+            if self._is_access_token(token, now):
+                raise _TokenError("unsupported_token_type", "only refresh tokens can be revoked")
+            authentication = self._refresh_tokens.get(token, now) or self._retired_refresh_tokens.get(token, now)
             if authentication is not None and authentication.client_id != client.client_id:
                 raise _TokenError("unauthorized_client", "the token was issued to another client")
         except _TokenError as exc:
@@ -250,8 +296,21 @@ class _TokenEndpoint:
         self._revoke_refresh_token(token, now)
         return web.Response(status=200, headers=_TOKEN_HEADERS)
 
+    def _is_access_token(self, token: str, now: int) -> bool:
+        """One of our live access tokens (signed by us, token_use access, any issuer form)."""
+        from authproxy.oidc.verify import TokenInvalid, TokenRules, unverified_issuer, verify_token
+
+        iss = unverified_issuer(token)
+        if iss is None or not self.accepts_issuer(iss):
+            return False
+        try:
+            verify_token(token, self.public_keys, TokenRules(issuer=iss, token_use="access", leeway=0), now)
+        except TokenInvalid:
+            return False
+        return True
+
     def _revoke_refresh_token(self, token: str, now: int) -> None:
-        authentication = self._refresh_tokens.pop(token, now)
+        authentication = self._refresh_tokens.pop(token, now) or self._retired_refresh_tokens.pop(token, now)
         if authentication is not None:
             self._revoked.put(authentication.origin_jti, True, now + max(self.access_token_lifetime, self.id_token_lifetime), now)
             LOGGER.info("dev_idp_refresh_token_revoked", extra={"fields": {"client_id": authentication.client_id}})
