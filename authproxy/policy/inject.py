@@ -28,6 +28,13 @@ SPOOFABLE_PREFIXES = ("x-auth-request-", "x-authproxy-", "x-amzn-oidc-")
 SPOOFABLE_NAMES = frozenset(
     {"x-forwarded-user", "x-forwarded-email", "x-forwarded-groups", "x-forwarded-access-token", "x-forwarded-preferred-username"}
 )
+# The names under SPOOFABLE_PREFIXES that peers and we use, for callers that can only remove
+# headers by exact name (Envoy's x-envoy-auth-headers-to-remove).
+KNOWN_PREFIXED_NAMES = frozenset({
+    "x-auth-request-user", "x-auth-request-email", "x-auth-request-groups", "x-auth-request-access-token",
+    "x-auth-request-preferred-username", "x-auth-request-cookie", "x-auth-request-redirect",
+    "x-authproxy-assertion", "x-amzn-oidc-data", "x-amzn-oidc-identity", "x-amzn-oidc-accesstoken",
+})
 
 
 UNSAFE = "\x00unsafe"  # render()'s answer for a value that must not become a header
@@ -177,6 +184,17 @@ class SpoofGuard:
 
     def __init__(self, injected_anywhere: Iterable[str]):
         self._names = SPOOFABLE_NAMES | {normalised(name) for name in injected_anywhere}
+
+    def exact_names(self, pass_authorization: bool, allow_method_override: bool) -> frozenset[str]:
+        """Every name ``strips`` refuses that can be written out (prefixes cannot: see
+        KNOWN_PREFIXED_NAMES), lower-case."""
+        names = set(self._names | KNOWN_PREFIXED_NAMES)
+        names.discard("authorization")  # injected somewhere, but decided per route below
+        if not pass_authorization:
+            names.add("authorization")
+        if not allow_method_override:
+            names |= METHOD_OVERRIDE_NAMES
+        return frozenset(names)
 
     def strips(self, name: str, pass_authorization: bool, allow_method_override: bool = False) -> bool:
         key = normalised(name)
