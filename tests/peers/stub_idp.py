@@ -4,6 +4,9 @@
 
 POST /scenario?name=NAME chooses what the next token responses hold: good, alg_none,
 hs256_public_key, wrong_nonce, wrong_aud, wrong_iss, expired, unknown_kid, no_id_token.
+Optional ``&expires_in=SECONDS`` sets access tokens' lifetime (default 300), and
+``&refresh=up|down`` makes refresh_token grants succeed or answer 503 (a provider outage);
+GET /refreshes counts the refresh_token grants asked for.
 /authorize answers at once with a redirect back (no login page), like a provider that
 remembers the user.
 """
@@ -32,7 +35,7 @@ def b64(data: bytes) -> str:
 
 
 def make_app(issuer: str) -> web.Application:
-    state = {"scenario": "good", "codes": {}}
+    state = {"scenario": "good", "codes": {}, "expires_in": 300, "refresh": "up", "refreshes": 0}
 
     async def discovery(_: web.Request) -> web.Response:
         return web.json_response({
@@ -48,7 +51,12 @@ def make_app(issuer: str) -> web.Application:
 
     async def scenario(request: web.Request) -> web.Response:
         state["scenario"] = request.query["name"]
+        state["expires_in"] = int(request.query.get("expires_in", 300))
+        state["refresh"] = request.query.get("refresh", "up")
         return web.Response(text="ok")
+
+    async def refreshes(_: web.Request) -> web.Response:
+        return web.json_response({"refreshes": state["refreshes"]})
 
     async def authorize(request: web.Request) -> web.Response:
         code = secrets.token_urlsafe(16)
@@ -58,6 +66,12 @@ def make_app(issuer: str) -> web.Application:
 
     async def token(request: web.Request) -> web.Response:
         form = await request.post()
+        if form.get("grant_type") == "refresh_token":
+            state["refreshes"] += 1
+            if state["refresh"] == "down":
+                return web.json_response({"error": "temporarily_unavailable"}, status=503)
+            return web.json_response({"access_token": secrets.token_urlsafe(24), "token_type": "Bearer",
+                                      "expires_in": state["expires_in"]})
         nonce, client_id = state["codes"].pop(str(form["code"]))
         now = int(time.time())
         claims = {"iss": issuer, "aud": client_id, "sub": "mallory", "nonce": nonce, "iat": now, "exp": now + 300}
@@ -78,7 +92,8 @@ def make_app(issuer: str) -> web.Application:
             del claims["iat"]
         elif name == "unknown_kid":
             header, key = {"alg": "RS256", "kid": "not-published"}, STRANGER
-        body = {"access_token": secrets.token_urlsafe(24), "token_type": "Bearer", "expires_in": 300}
+        body = {"access_token": secrets.token_urlsafe(24), "token_type": "Bearer", "expires_in": state["expires_in"],
+                "refresh_token": secrets.token_urlsafe(24)}
         if name == "alg_none":
             body["id_token"] = f"{b64(json.dumps({'alg': 'none'}).encode())}.{b64(json.dumps(claims).encode())}."
         elif name == "hs256_public_key":
@@ -93,6 +108,7 @@ def make_app(issuer: str) -> web.Application:
     app.router.add_get("/.well-known/openid-configuration", discovery)
     app.router.add_get("/jwks", jwks)
     app.router.add_post("/scenario", scenario)
+    app.router.add_get("/refreshes", refreshes)
     app.router.add_get("/authorize", authorize)
     app.router.add_post("/token", token)
     return app

@@ -1,0 +1,70 @@
+"""After a transient refresh failure the session backs off (issue 17 item 3), through a real
+process: while the provider's token endpoint is down, requests keep being served with the
+still-valid access token, and the provider is asked again only after a back-off, not once
+per request (refresh grants count against a pool's request quota)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from tests.support.processes import ROOT, ProxyProcess, child_env, free_port, wait_for_port
+
+LIFETIME = 6  # seconds; a refresh is due in its second half (refresh_before_expiry clamps to half)
+
+
+@pytest.fixture
+def setup(upstream, tmp_path):
+    idp_port = free_port()
+    idp = subprocess.Popen([sys.executable, "-m", "tests.peers.stub_idp", "--port", str(idp_port)], cwd=ROOT, env=child_env())
+    wait_for_port(idp_port, process=idp)
+    port = free_port()
+    proxy = ProxyProcess(
+        {
+            "public_url": f"http://127.0.0.1:{port}",
+            "oidc": {"issuer": f"http://127.0.0.1:{idp_port}", "client_id": "stub-client", "client_auth": "none"},
+            "session": {"secrets": ["x" * 40]},
+            "routes": [{"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login",
+                        "inject": {"Authorization": "Bearer {access_token}"}}],
+        },
+        tmp_path,
+        port=port,
+    )
+    yield proxy, f"http://127.0.0.1:{idp_port}"
+    proxy.stop()
+    idp.terminate()
+    idp.wait(10)
+
+
+@pytest.mark.timeout(60)
+async def test_a_provider_outage_costs_a_few_refresh_grants_not_one_per_request(setup):
+    proxy, idp = setup
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.post(f"{idp}/scenario", params={"name": "good", "expires_in": str(LIFETIME)}) as response:
+            assert response.status == 200
+        signed_in_at = time.monotonic()
+        async with browser.get(proxy.url + "/oauth2/start?rd=/app/x", allow_redirects=False) as response:
+            authorize = response.headers["Location"]
+        async with browser.get(authorize, allow_redirects=False) as response:
+            callback = response.headers["Location"]
+        async with browser.get(callback, allow_redirects=False) as response:
+            assert response.status == 302
+        async with browser.post(f"{idp}/scenario", params={"name": "good", "refresh": "down"}) as response:
+            assert response.status == 200
+        # the token is due for refresh after half its lifetime, and still valid until its end
+        await asyncio.sleep(max(0.0, signed_in_at + LIFETIME / 2 + 0.3 - time.monotonic()))
+        served = 0
+        while time.monotonic() < signed_in_at + LIFETIME - 0.8:  # bounded by the token's lifetime
+            async with browser.get(proxy.url + "/app/x", headers={"Accept": "application/json"}) as response:
+                assert response.status == 200, await response.text()  # the still-valid token is served
+                served += 1
+            await asyncio.sleep(0.05)
+        async with browser.get(f"{idp}/refreshes") as response:
+            attempts = (await response.json())["refreshes"]
+    assert served >= 15
+    assert 1 <= attempts <= 3, attempts  # the first failure starts a back-off (about 0.5-1 s, doubling)
