@@ -32,7 +32,7 @@ soak: setup
 
 # The property tests of tests/fuzz, with 100x the examples make test gives them.
 fuzz: setup
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q -p no:cacheprovider --timeout 1800 tests/fuzz $(PYTEST_ARGS)
 
 check-config: setup
 	$(VENV)/bin/authproxy check-config config.example.yaml

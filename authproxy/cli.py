@@ -184,10 +184,13 @@ def _run(args: argparse.Namespace) -> int:
     from authproxy.logs import configure_logging
 
     configure_logging(config.log)
-    if config.worker_count > 1:
+    from authproxy.web.cpus import worker_count
+
+    workers = worker_count(config)
+    if workers > 1:
         from authproxy.web.supervisor import Supervisor
 
-        return _run_loop(Supervisor(config, args.config, config.worker_count).run())
+        return _run_loop(Supervisor(config, args.config, workers).run())
     from authproxy.web.server import serve
 
     return _run_loop(serve(config, config_path=args.config))

@@ -1,4 +1,5 @@
-"""Load a configuration file: YAML, then ``${ENV}`` substitution, then strict validation.
+"""Load a configuration file: YAML, then ``${ENV}`` substitution, then strict validation:
+the schema (each key and section), then the rules across sections (``validate.py``).
 
 Every problem is collected and reported at once, each with the file, line and a
 dotted path (``config.yaml:14: routes[1].upstream: ...``). Values that came from the
@@ -20,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from authproxy.config.env import substitute
 from authproxy.config.schema import Config
+from authproxy.config.validate import validate
 from authproxy.errors import ConfigError, ConfigIssue
 
 # The keys whose values may come from a file ({file: PATH}); the schema types them Secret.
@@ -71,6 +73,10 @@ def parse_config(text: str, filename: str, environ: Mapping[str, str], base_dir:
             for error in exc.errors()
             if _dotted(tuple(error["loc"])) not in unset
         ]
+    if config is not None:
+        # An environment value is never echoed, here either (a path_prefix from ${PREFIX}, say).
+        hidden = sorted(_env_strings(substitution.document, "", substitution.from_env), key=len, reverse=True)
+        issues += [_with_line(_masked(issue, hidden), lines) for issue in validate(config)]
     if issues or config is None:
         issues.sort(key=lambda issue: (issue.line or 0, issue.path))
         raise ConfigError(filename, issues)
@@ -142,6 +148,13 @@ def _issue_from_pydantic(error: Mapping[str, typing.Any], lines: dict[str, int],
         for text in sorted(hidden, key=len, reverse=True):
             message = message.replace(repr(text), "'***'").replace(text, "***")
     return _with_line(ConfigIssue(path, message), lines)
+
+
+def _masked(issue: ConfigIssue, hidden: list[str]) -> ConfigIssue:
+    message = issue.message
+    for text in hidden:
+        message = message.replace(repr(text), "'***'").replace(text, "***")
+    return ConfigIssue(issue.path, message, issue.line) if message != issue.message else issue
 
 
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")

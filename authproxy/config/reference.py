@@ -125,6 +125,7 @@ _KINDS: dict[str, _Kind] = {
                     "required": ["file"], "additionalProperties": False}]},
     ),
     "readable_file": _Kind("file path", {"type": "string", "minLength": 1}),
+    "parse_template_value": _Kind("template", {"type": "string"}),
 }
 
 # Descriptions for keys the schema leaves without one. Prefer a comment in schema.py:
@@ -418,6 +419,8 @@ Every key authproxy reads, with its type and default. Unknown keys are errors;
   removed; a relative PATH is relative to the configuration file's directory); never echoed
   in errors or logs.
 - **file path**: absolute, or relative to the configuration file's directory.
+- **template**: a header value with placeholders, e.g. `Bearer {{access_token}}` (see
+  [guide.md](guide.md), "Route rules").
 - `routes[]` means each item of the list `routes`.
 
 An editor can check the file against `docs/config.schema.json`: with the YAML extension

@@ -1,8 +1,10 @@
 """The typed, strict configuration schema: every key, its type and its default.
 
 Unknown keys are errors everywhere (``extra="forbid"``). Values are parsed here
-(durations, sizes, addresses, URLs) so the rest of the program never re-parses
-text. Cross-field rules live in ``load.py`` so every problem is reported in one pass.
+(durations, sizes, addresses, networks, URLs, header templates) so the rest of the
+program never re-parses text. Rules within one section are validators here; rules across
+sections (an auth mode and the sections it needs, say) live in ``validate.py``, which
+reports every problem at once, after this schema.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,9 +28,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from yarl import URL
 
+from authproxy.config.templates import Template, parse_template, valid_header_name
 from authproxy.config.units import parse_duration, parse_size
+from authproxy.oidc import cognito
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
@@ -75,7 +81,10 @@ def parse_listen(value: object) -> ListenAddress:
     return ListenAddress(host, port)
 
 
-def parse_network(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_network(value: object) -> IPNetwork:
     if not isinstance(value, str):
         raise ValueError("expected a CIDR such as '10.0.0.0/8' or an IP address")
     try:
@@ -177,8 +186,28 @@ ListenAddr = Annotated[ListenAddress, BeforeValidator(parse_listen)]
 Secret = Annotated[SecretStr, BeforeValidator(read_secret)]  # a string or {file: PATH}
 FilePath = Annotated[str, BeforeValidator(readable_file)]  # relative to the config file's directory
 ExactUrl = Annotated[str, BeforeValidator(parse_exact_url)]
-Network = Annotated[object, BeforeValidator(parse_network)]
-HttpUrl = Annotated[object, BeforeValidator(parse_http_url)]
+Network = Annotated[IPNetwork, BeforeValidator(parse_network)]
+HttpUrl = Annotated[URL, BeforeValidator(parse_http_url)]
+
+
+def parse_template_value(value: object) -> Template:
+    """An ``inject`` value: a template string, parsed once here."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    return parse_template(value)
+
+
+def check_injected_names(value: dict[str, Template]) -> dict[str, Template]:
+    for name in value:
+        if not valid_header_name(name):
+            raise ValueError(f"inject: {name!r} is not a valid header name")
+        if name.lower() in _FRAMING_HEADERS:
+            raise ValueError(f"inject: {name} frames the request or its connection; the proxy sets it itself")
+    return value
+
+
+InjectTemplate = Annotated[Template, BeforeValidator(parse_template_value)]
+Injections = Annotated[dict[str, InjectTemplate], AfterValidator(check_injected_names)]
 
 
 class _Strict(BaseModel):
@@ -323,7 +352,7 @@ class Route(_Strict):
     allow_encoded_slashes: bool = False  # let %2F and %5C through (otherwise 400)
     timeouts: Timeouts = Timeouts()
     max_body: Size = 10 * 1024**2  # request body limit; 0 means no limit
-    inject: dict[str, str] = {}  # header -> template, e.g. {Authorization: "Bearer {access_token}"}
+    inject: Injections = {}  # header -> template, e.g. {Authorization: "Bearer {access_token}"}
     pass_authorization: bool = False  # bearer/public routes: forward the client's own Authorization header
     skip_auth_preflight: bool = False  # let CORS preflights (OPTIONS) through unauthenticated, as oauth2-proxy's option
     # pass X-HTTP-Method-Override / X-HTTP-Method / X-Method-Override: frameworks that honour them
@@ -336,22 +365,6 @@ class Route(_Strict):
     allow: Allow | None = None  # who may pass; default: anyone the auth mode admits
     assertion: bool = False  # add X-Authproxy-Assertion, a short-lived ES256 JWT of the identity
     service_token: ServiceToken | None = None  # a client_credentials token for {service_token}
-
-    @field_validator("inject")
-    @classmethod
-    def _inject(cls, value: dict[str, str]) -> dict[str, str]:
-        from authproxy.policy.inject import parse_template, valid_header_name
-
-        for name, template in value.items():
-            if not valid_header_name(name):
-                raise ValueError(f"inject: {name!r} is not a valid header name")
-            if name.lower() in _FRAMING_HEADERS:
-                raise ValueError(f"inject: {name} frames the request or its connection; the proxy sets it itself")
-            try:
-                parse_template(template)
-            except ValueError as exc:
-                raise ValueError(f"inject.{name}: {exc}") from None
-        return value
 
     @field_validator("websocket_origins")
     @classmethod
@@ -382,9 +395,7 @@ class Route(_Strict):
 
     @model_validator(mode="after")
     def _rules_fit_the_mode(self) -> Route:
-        from authproxy.policy.inject import parse_template
-
-        uses = {name: parse_template(template).uses for name, template in self.inject.items()}
+        uses = {name: template.uses for name, template in self.inject.items()}
         used = frozenset().union(*uses.values())
         if self.auth == "public":
             for name, placeholders in uses.items():
@@ -476,8 +487,6 @@ class OidcConfig(_Strict):
         return self
 
     def _issuers_fit_the_provider(self) -> None:
-        from authproxy.oidc import cognito
-
         aws = cognito.AwsIssuer.parse(self.issuer)
         if self.provider == "generic":
             if aws is not None:
@@ -507,8 +516,6 @@ class OidcConfig(_Strict):
     @property
     def issuers(self) -> tuple[str, ...]:
         """Every issuer whose tokens come from this provider, ``issuer`` first."""
-        from authproxy.oidc import cognito
-
         if self.provider != "cognito":
             return (self.issuer,)
         aws = cognito.AwsIssuer.parse(self.issuer)
@@ -584,7 +591,9 @@ class AssertionConfig(_Strict):
     @field_validator("signing_keys")
     @classmethod
     def _keys(cls, value: list[SecretStr]) -> list[SecretStr]:
-        from authproxy.policy.assertion import load_signing_key
+        # Imported here, not for a cycle: the key parser brings joserfc and cryptography,
+        # which a proxy without assertions never loads.
+        from authproxy.config.keys import load_signing_key
 
         for index, key in enumerate(value):
             try:
@@ -651,96 +660,9 @@ class Config(_Strict):
             raise ValueError("proxy_prefix must be a plain path like '/oauth2' (no trailing slash)")
         return value
 
-    @model_validator(mode="after")
-    def _sign_in_needs(self) -> Config:
-        for index, route in enumerate(self.routes):
-            where = f"routes[{index}] ({route.name})"
-            if route.auth in SESSION_MODES:
-                missing = [name for name in ("public_url", "oidc", "session") if getattr(self, name) is None]
-                if missing:
-                    raise ValueError(f"{where}: auth {route.auth} needs {', '.join(missing)}")
-            if route.auth in BEARER_MODES:
-                if self.oidc is None:
-                    raise ValueError(f"{where}: auth {route.auth} needs oidc (the provider whose tokens to accept)")
-                if self.oidc.provider == "generic" and not self.oidc.audiences:
-                    raise ValueError(
-                        f"{where}: auth {route.auth} needs oidc.audiences (the API's audience; it never defaults "
-                        "to client_id, so an ID token cannot pass as an access token)"
-                    )
-                if self.oidc.provider == "generic" and not self.oidc.require_at_jwt and self.oidc.client_id in self.oidc.audiences:
-                    raise ValueError(
-                        f"{where}: oidc.audiences holds client_id while require_at_jwt is false: ID tokens (aud = "
-                        "client_id) would pass as access tokens; use the API's own audience"
-                    )
-            if route.service_token is not None:
-                if self.oidc is None:
-                    raise ValueError(f"{where}: service_token needs oidc (the provider's token endpoint)")
-                if route.auth in ("public", "optional") and not _loopback(self.listen.host):
-                    raise ValueError(
-                        f"{where}: service_token on a {route.auth} route would lend the proxy's machine identity to "
-                        "anonymous callers; allowed only when listen is a loopback address"
-                    )
-                if route.service_token.client_id is None and self.oidc.client_secret is None:
-                    raise ValueError(f"{where}: service_token needs a confidential client: set its client_id and client_secret")
-            if route.assertion and (self.assertion is None or self.public_url is None):
-                raise ValueError(f"{where}: assertion: true needs the assertion section (signing_keys) and public_url")
-        if self.oidc is not None and self.session is not None:
-            # Only matters where sessions exist: a public-only proxy stores nothing.
-            if self.store.backend == "memory" and self.workers != 1:
-                raise ValueError(
-                    "store backend memory keeps sessions in one process: with workers other than 1 a user "
-                    "would be signed in on one worker only; use workers: 1 or store backend dynamodb"
-                )
-            for index, route in enumerate(self.routes):
-                prefix = route.match.path_prefix
-                if prefix and (prefix.rstrip("/") + "/").startswith(self.proxy_prefix + "/"):
-                    raise ValueError(
-                        f"routes[{index}] path_prefix {prefix!r} lies under proxy_prefix {self.proxy_prefix!r}, "
-                        "whose paths the proxy answers itself; change one of them"
-                    )
-        if self.session is not None and self.session.cookie_name and self.public_url is not None:
-            name, https = self.session.cookie_name, self.public_url.scheme == "https"  # type: ignore[attr-defined]
-            if name.startswith(("__Host-", "__Secure-")) and not https:
-                raise ValueError("session.cookie_name: __Host- and __Secure- cookies need an https public_url")
-            if name.startswith("__Host-") and self.session.cookie_domain:
-                raise ValueError("session.cookie_name: a __Host- cookie cannot have a cookie_domain (use __Secure-)")
-        return self
-
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: URL | None) -> URL | None:
         if value is not None and value.raw_path not in ("", "/"):
             raise ValueError("public_url must be a scheme and host only, e.g. 'https://app.example.com'")
         return value.with_path("") if value is not None else None
-
-    @property
-    def worker_count(self) -> int:
-        """``workers`` resolved: "auto" is the number of CPUs this process may use."""
-        if self.workers == "auto":
-            return usable_cpus()
-        return int(self.workers)
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def usable_cpus() -> int:
-    """CPUs available to this process: its affinity, capped by a cgroup v2 CPU quota
-    (a container limited to 2 CPUs on a 64-core node gets 2), at most 256."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        count = os.cpu_count() or 1
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]  # noqa: SIM115
-        if quota != "max":
-            count = min(count, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, min(count, 256))

@@ -31,6 +31,7 @@ from authproxy.oidc.verify import (
     unverified_issuer,
     verify_token,
 )
+from authproxy.singleflight import SingleFlight
 
 JWKS_MIN_REFRESH_INTERVAL = 10.0  # seconds between refetches on unknown kid, per issuer
 
@@ -62,7 +63,7 @@ class JwksCache:
         self._clock = clock
         self._keys: KeySet | None = None
         self._fetched_at = float("-inf")
-        self._inflight: asyncio.Future[KeySet] | None = None
+        self._fetching: SingleFlight[None, KeySet] = SingleFlight()
         self.fetches = 0
 
     @property
@@ -80,19 +81,17 @@ class JwksCache:
         return True
 
     async def _refresh(self) -> KeySet:
-        if self._inflight is None:  # concurrent callers share one fetch
-            self._inflight = asyncio.ensure_future(self._fetch())
-            self.fetches += 1
         try:
-            keys = await asyncio.shield(self._inflight)
+            keys = await self._fetching.run(None, self._fetch_and_keep)  # concurrent callers share one fetch
         except BaseException:
             metrics.JWKS_REFRESH.labels("error").inc()
             raise
-        else:
-            metrics.JWKS_REFRESH.labels("success").inc()
-        finally:
-            if self._inflight is not None and self._inflight.done():
-                self._inflight = None
+        metrics.JWKS_REFRESH.labels("success").inc()
+        return keys
+
+    async def _fetch_and_keep(self) -> KeySet:
+        self.fetches += 1
+        keys = await self._fetch()
         self._keys = keys
         self._fetched_at = self._clock()
         return keys

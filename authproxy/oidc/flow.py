@@ -1,4 +1,5 @@
-"""The authorization code flow's pure parts: a sign-in transaction and its authorize URL.
+"""The authorization code flow's pure parts: a sign-in transaction, its authorize URL, and
+the checks of the provider's answer (``check_callback``).
 
 A transaction holds what must survive the round trip through the identity provider:
 ``state`` (CSRF binding, RFC 6749 10.12), ``nonce`` (ID token replay, OIDC Core 3.1.2.1),
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from urllib.parse import urlencode
 
@@ -92,3 +94,71 @@ def authorization_url(
     )
     separator = "&" if "?" in endpoint else "?"
     return endpoint + separator + urlencode(params)
+
+
+# --- the callback's checks (OIDC Core 3.1.2.5-7, RFC 6749 10.12, RFC 9207) ----------------
+
+@dataclass(frozen=True, slots=True)
+class CallbackAccepted:
+    """The response belongs to the transaction in cookie ``slot``: exchange ``code``."""
+
+    slot: int
+    transaction: Transaction
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackRefused:
+    """Why a sign-in response is refused; ``reason`` is the error code and the metric's label."""
+
+    reason: str
+    message: str  # safe to show: quotes only printable parts of what the provider said
+    status: int = 400
+    slot: int | None = None  # the transaction cookie to clear, once known (never another tab's)
+
+
+def check_callback(
+    query: Mapping[str, str],
+    pending: Sequence[Transaction | None],
+    *,
+    now: int,
+    used_states: Container[str],
+    issuers: Collection[str],
+    iss_required: bool,
+) -> CallbackAccepted | CallbackRefused:
+    """The checks of a sign-in response before its code is exchanged: ``pending`` holds
+    the transaction of each cookie slot (None: free or unreadable), ``used_states`` the
+    states already completed, ``issuers`` ours, ``iss_required`` whether the provider
+    promised the RFC 9207 ``iss`` parameter."""
+    state = query.get("state", "")
+    if not state:
+        if "error" in query:  # Cognito omits state from some error redirects: still say what it refused
+            return CallbackRefused("idp_error", "the identity provider refused the sign-in: "
+                                   f"{printable(query.get('error', '')[:64])} (its answer carries no state)", 403)
+        return CallbackRefused("state_missing", "the sign-in response carries no state")
+    slot = next((i for i, t in enumerate(pending)
+                 if t is not None and hmac.compare_digest(t.state.encode(), state.encode())), None)
+    if slot is None:
+        return CallbackRefused("state_mismatch", "this sign-in was not started in this browser, or it expired; start again")
+    transaction = pending[slot]
+    assert transaction is not None
+    if transaction.expired(now):
+        return CallbackRefused("state_mismatch", "this sign-in expired; start again", slot=slot)
+    if state in used_states:
+        return CallbackRefused("replayed", "this sign-in response was already used", slot=slot)
+    # RFC 9207 2.4: the iss parameter, when present (or promised), must be our issuer.
+    iss = query.get("iss")
+    if (iss is not None or iss_required) and iss not in issuers:
+        return CallbackRefused("issuer_mismatch", "the sign-in response came from an unexpected issuer", slot=slot)
+    if "error" in query:
+        return CallbackRefused("idp_error", "the identity provider refused the sign-in: "
+                               f"{printable(query.get('error', '')[:64])}", 403, slot=slot)
+    code = query.get("code")
+    if not code:
+        return CallbackRefused("code_missing", "the sign-in response carries no code", slot=slot)
+    return CallbackAccepted(slot, transaction, code)
+
+
+def printable(text: str) -> str:
+    """A provider's error code as safe to show: letters, digits, "_-." only, at most 64."""
+    return "".join(ch for ch in text if ch.isalnum() or ch in "_-.")[:64]

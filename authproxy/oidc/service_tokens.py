@@ -7,7 +7,6 @@ shares it, and a burst of requests when it expires costs the provider one grant.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from authproxy.config.schema import ServiceToken
 from authproxy.logs import log
 from authproxy.errors import IdpError, IdpRejected, ServiceTokenUnavailable
 from authproxy.oidc.client import IdentityProviderClient
+from authproxy.singleflight import SingleFlight
 
 RENEW_BEFORE = 60.0  # seconds before expiry a cached token is replaced (at most half its lifetime)
 FAILURE_HOLD = 5.0  # after a failed grant, requests fail fast this long instead of each asking the provider
@@ -40,7 +40,8 @@ class ServiceTokens:
         self._client = client
         self._clock = clock
         self._cached: dict[_Key, _Cached] = {}
-        self._inflight: dict[_Key, asyncio.Future[_Cached]] = {}
+        # One grant per key at a time, in a task of its own that no caller's leaving cancels.
+        self._inflight: SingleFlight[_Key, _Cached] = SingleFlight()
         self._failed: dict[_Key, tuple[float, ServiceTokenUnavailable]] = {}
 
     async def token(self, spec: ServiceToken) -> str:
@@ -51,15 +52,20 @@ class ServiceTokens:
         failed = self._failed.get(key)
         if failed is not None and self._clock() < failed[0]:
             raise failed[1]
-        future = self._inflight.get(key)
-        if future is None:
-            future = self._inflight[key] = asyncio.ensure_future(self._fetch(key, spec))
-            future.add_done_callback(lambda done: self._settled(key, done))
-        # shield: one caller leaving must not cancel the grant the others are waiting for
-        fresh = await asyncio.shield(future)
+        fresh = await self._inflight.run(key, lambda: self._fetch(key, spec))
         return fresh.token
 
     async def _fetch(self, key: _Key, spec: ServiceToken) -> _Cached:
+        try:
+            cached = await self._grant(spec)
+        except ServiceTokenUnavailable as error:
+            self._failed[key] = (self._clock() + FAILURE_HOLD, error)
+            raise
+        self._cached[key] = cached
+        self._failed.pop(key, None)
+        return cached
+
+    async def _grant(self, spec: ServiceToken) -> _Cached:
         client = self._client()
         if client is None:
             raise ServiceTokenUnavailable("token", "the identity provider is not loaded yet")
@@ -70,16 +76,4 @@ class ServiceTokens:
             log().warning("service_token_failed", extra={"fields": {"error": str(exc)}})
             raise ServiceTokenUnavailable(exc.endpoint, str(exc), rejected=isinstance(exc, IdpRejected)) from None
         lifetime = DEFAULT_LIFETIME if response.expires_in is None else response.expires_in
-        cached = _Cached(response.access_token, self._clock() + lifetime - min(RENEW_BEFORE, lifetime / 2))
-        self._cached[key] = cached
-        return cached
-
-    def _settled(self, key: _Key, done: asyncio.Future[_Cached]) -> None:
-        self._inflight.pop(key, None)
-        if done.cancelled():
-            return
-        error = done.exception()  # retrieved here, so a grant nobody waits for any more is not logged as lost
-        if isinstance(error, ServiceTokenUnavailable):
-            self._failed[key] = (self._clock() + FAILURE_HOLD, error)
-        elif error is None:
-            self._failed.pop(key, None)
+        return _Cached(response.access_token, self._clock() + lifetime - min(RENEW_BEFORE, lifetime / 2))

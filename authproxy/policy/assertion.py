@@ -18,20 +18,9 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from authproxy.config.keys import load_signing_key
+
 ALGORITHM = "ES256"
-
-
-def load_signing_key(pem: str) -> ECKey:
-    """An EC P-256 private key from PEM; ValueError names what is wrong (never the key)."""
-    try:
-        key = ECKey.import_key(pem.strip().encode())
-    except Exception:  # noqa: BLE001 - joserfc/cryptography raise many kinds for bad input
-        raise ValueError("not a PEM EC private key (generate one with `openssl ecparam -name prime256v1 -genkey -noout`)") from None
-    if key.curve_name != "P-256":
-        raise ValueError(f"ES256 needs a P-256 key, this one is {key.curve_name}")
-    if not key.is_private:
-        raise ValueError("a public key cannot sign: give the private key")
-    return key
 
 
 class AssertionSigner:

@@ -15,6 +15,7 @@ from authproxy.config.schema import Route as RouteConfig
 from authproxy.policy.allow import AllowRule
 from authproxy.policy.inject import Template, parse_template
 from authproxy.policy.paths import remove_dot_segments
+from authproxy.proxy.upstream.origin import Origin
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: a reg-name (letters, digits, '-', '.', and '_' seen in
 # practice) or a bracketed IPv6 literal, then an optional numeric port.
@@ -38,19 +39,6 @@ class HostPattern:
         if self.exact is not None:
             return host == self.exact
         return host.endswith(self.suffix) and len(host) > len(self.suffix)  # type: ignore[arg-type]
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where upstream connections go; the connection pool's key."""
-
-    scheme: str
-    host: str  # as for connecting: an IPv6 literal without brackets
-    port: int
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "https"
 
 
 @dataclass(frozen=True, slots=True)

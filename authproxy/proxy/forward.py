@@ -1,4 +1,5 @@
-"""Streaming forwarder: one pooled aiohttp client session per process.
+"""Streaming forwarder: requests go out over our own pooled HTTP/1.1 client
+(``proxy.http_client``), WebSocket upgrades through one aiohttp client session.
 
 Bodies stream in both directions with backpressure: a chunk is read from one side
 only after the previous one was written to the other, and aiohttp pauses reading a
@@ -15,7 +16,15 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from authproxy.errors import PayloadTooLarge, RequestTimeout, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from authproxy.errors import (  # noqa: F401 - ClientGone re-exported
+    AuthproxyError,
+    ClientGone,
+    PayloadTooLarge,
+    RequestTimeout,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from authproxy.policy.routes import Route
 from authproxy.proxy.headers import copy_response_headers
 from authproxy.proxy.http_client import UpstreamPool, UpstreamResponse
@@ -61,11 +70,7 @@ class RequestBody:
             raise
 
 
-class ClientGone(Exception):
-    """The client closed its connection while the response was being sent."""
-
-
-class UpstreamFailedEarly(Exception):
+class UpstreamFailedEarly(AuthproxyError):
     """The upstream failed before any response byte went to the client: ``error`` can
     still be answered with an error page."""
 

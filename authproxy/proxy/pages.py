@@ -52,15 +52,19 @@ def error_response(
     headers: dict[str, str] | None = None,
     signed_in_as: str | None = None,
     links: Sequence[tuple[str, str]] = (),
+    retry_after: int | None = None,
 ) -> web.Response:
     """The proxy's own error response; ``message`` must be safe to show to anyone.
 
     On the HTML page only: ``signed_in_as`` names the user (so a refused user sees which
     account was refused), and ``links`` (label, href) offer a way out before the home page;
-    502-504 pages also offer to try again. Everything shown is escaped."""
+    502-504 pages also offer to try again. ``retry_after``: seconds, sent as Retry-After
+    (RFC 9110 10.2.3). Everything shown is escaped."""
     extra = {"Cache-Control": "no-store", "X-Request-Id": request_id, "Server": "authproxy"}
     if headers:
         extra.update(headers)
+    if retry_after is not None:
+        extra["Retry-After"] = str(retry_after)
     if wants_html(accept):
         title = _TITLES.get(status, "Error")
         who = f"<p>You are signed in as <b>{html.escape(signed_in_as)}</b>.</p>" if signed_in_as else ""

@@ -7,7 +7,6 @@ one store read. The TTL bounds how long a sign-out on another replica stays unse
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -15,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from authproxy import metrics
+from authproxy.singleflight import SingleFlight
 
 Value = TypeVar("Value")
 
@@ -32,7 +32,8 @@ class SessionCache(Generic[Value]):
         self.bytes = 0
         self._ttl = ttl
         self._clock = clock
-        self._loading: dict[str, asyncio.Future[Value | None]] = {}
+        # Concurrent misses for one session share one read, which no caller's cancellation cuts.
+        self._loading: SingleFlight[str, Value | None] = SingleFlight()
         # Bumped by evict(): a read or a refresh that began before a sign-out must not
         # put the session back (bounded like the entries themselves).
         self._generations: OrderedDict[str, int] = OrderedDict()
@@ -51,21 +52,12 @@ class SessionCache(Generic[Value]):
                 return value
             self._drop(key)
         metrics.CACHE_MISSES.inc()
-        pending = self._loading.get(key)
-        if pending is not None:  # someone is already reading this session: share the read
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Value | None] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
+        # Taken now, before the read starts: an evict() from here on keeps its result out.
         generation = self.generation(key)
-        try:
-            value = await load()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it, nobody logs it as lost
-            raise
-        finally:
-            self._loading.pop(key, None)
-        future.set_result(value)
+        return await self._loading.run(key, lambda: self._load(key, load, generation))
+
+    async def _load(self, key: str, load: Callable[[], Awaitable[Value | None]], generation: int) -> Value | None:
+        value = await load()
         if value is not None:
             self.put(key, value, generation)
         return value

@@ -31,6 +31,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import secrets
@@ -46,6 +47,7 @@ from authproxy.logs import log
 from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
 from authproxy.oidc.verify import TokenInvalid, UnknownSigningKey
 from authproxy.session.cookies import SessionTicket
+from authproxy.singleflight import SingleFlight
 from authproxy.session.store import Session, Sessions
 from authproxy.store.base import LeaseResult, StoreError, VersionConflict
 
@@ -171,7 +173,9 @@ class Refresher:
         self._sleep = sleep
         self._jitter = jitter
         self.plan = LeasePlan(idp_timeout, getattr(sessions.store, "write_budget", 0.0), max_clock_skew)
-        self._inflight: dict[str, asyncio.Future[Session]] = {}
+        # One refresh per session at a time, in a task of its own: a request that leaves
+        # (a timeout, shutdown) neither fails the others nor drops tokens already redeemed.
+        self._inflight: SingleFlight[str, Session] = SingleFlight()
         self._holders: OrderedDict[str, _Holder] = OrderedDict()
         self._verify_after: dict[str, float] = {}
         self._unsure: OrderedDict[str, tuple[int, str]] = OrderedDict()  # key -> (version, owner): acquire unanswered
@@ -189,24 +193,8 @@ class Refresher:
         )
         if not refresh and not verify:
             return session
-        pending = self._inflight.get(ticket.key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Session] = asyncio.get_running_loop().create_future()
-        self._inflight[ticket.key] = future
-        try:
-            if refresh:
-                result = await self._refresh(ticket, session, version, request_id)
-            else:
-                result = await self._verify_later(ticket, session, version, request_id)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: awaiting followers re-raise it
-            raise
-        finally:
-            self._inflight.pop(ticket.key, None)
-        future.set_result(result)
-        return result
+        work = self._refresh if refresh else self._verify_later
+        return await self._inflight.run(ticket.key, functools.partial(work, ticket, session, version, request_id))
 
     # --- the refresh ---------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from authproxy.errors import AuthproxyError
+from authproxy.errors import RETRY_AFTER, AuthproxyError
 
 
 class StoreError(AuthproxyError):
@@ -33,12 +33,23 @@ class StoreError(AuthproxyError):
 
 
 class StoreUnavailable(StoreError):
-    """The store could not be reached or failed on its side (transient)."""
+    """The store could not be reached or failed on its side (transient). Never a silent
+    sign-out: the session may be fine, the store is not answering."""
+
+    status = 503
+    error = "session_store_unavailable"
+    message = "sessions cannot be checked right now; try again"
+    retry_after = RETRY_AFTER
 
 
 class StoreRejected(StoreError):
     """The store refused the request for good (validation, missing table, access denied,
-    item too large): retrying cannot help; an operator has to act."""
+    item too large): retrying cannot help, so "try again" would be a lie; an operator has to
+    act. The cause is logged, never shown."""
+
+    status = 500
+    error = "session_store_rejected"
+    message = "the session store refused the request; the operators have to fix its setup"
 
 
 class RecordTooLarge(StoreRejected):

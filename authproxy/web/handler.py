@@ -1,7 +1,10 @@
-"""The proxy listener's request handler: normalise, match, forward, log, count.
+"""The proxy listener's request handler: resolve, decide, forward, log, count.
 
 It runs under aiohttp's low-level server (no router): the compiled route table is
-the only dispatch, and everything it needs was built at start-up.
+the only dispatch, and everything it needs was built at start-up. A request follows
+ARCHITECTURE.md's edge: ``resolve`` (web/resolve.py) names its target, ``Gate.identify``
+gathers who it is from, ``decide`` (policy/decide.py) decides, ``Gate.identity_headers``
+carries out the injection plan, and refusals and errors are answered by web/render.py.
 """
 
 from __future__ import annotations
@@ -10,30 +13,29 @@ import functools
 import time
 from typing import TYPE_CHECKING
 
-
 from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from authproxy import metrics
 from authproxy.config.schema import SESSION_MODES, Config
 from authproxy.errors import (
+    AuthproxyError,
     BadRequest,
+    ClientGone,
     ExpectationFailed,
     PayloadTooLarge,
-    RefreshUnavailable,
     RequestRejected,
     RouteNotFound,
-    ServiceTokenUnavailable,
     UpstreamError,
 )
-from authproxy.logs import AccessLog, log, loggable_path
-from authproxy.policy.paths import normalise_path, split_target
+from authproxy.logs import AccessLog, loggable_path
+from authproxy.policy.decide import REALM, Allow, Decision, Identity, Unauthorized, decide
 from authproxy.policy.inject import SpoofGuard, groups_of, render_safe
 from authproxy.policy.original import OriginalRequest
 from authproxy.policy.original import describe as describe_original
+from authproxy.policy.paths import split_target
 from authproxy.policy.routes import RouteTable, request_host, valid_host_header
-from authproxy.proxy.forward import ClientGone, Forwarder, RequestBody, UpstreamFailedEarly
-from authproxy.proxy.http_client import ClientBodyFailed
+from authproxy.proxy.forward import Forwarder, RequestBody, UpstreamFailedEarly
 from authproxy.proxy.headers import (
     TrustedProxies,
     client_address,
@@ -44,9 +46,10 @@ from authproxy.proxy.headers import (
 )
 from authproxy.proxy.pages import error_response
 from authproxy.proxy.websocket import SessionWatch, WebSocketRelay, is_websocket_upgrade, origin_allowed
-from authproxy.web.gate import Gate, Identity, session_identity
 from authproxy.session.cookies import SessionTicket, request_cookies, without_own_cookies
-from authproxy.store.base import StoreRejected, StoreUnavailable
+from authproxy.web.gate import Gate, session_identity
+from authproxy.web.render import answer, answers, error_answer, log_upstream_error
+from authproxy.web.resolve import Target, resolve
 
 if TYPE_CHECKING:  # sign-in (joserfc, cryptography) is imported only when configured
     from multidict import CIMultiDictProxy
@@ -58,6 +61,8 @@ ENVOY_ENDPOINT = "envoy"  # {proxy_prefix}/envoy/<original path>: Envoy's ext_au
 SIGN_IN_ROUTE = "(sign-in)"  # route label for the proxy's own endpoints under proxy_prefix
 JWKS_PATH = "/.well-known/authproxy/jwks.json"  # the assertion's public keys
 CLIENT_CLOSED = 499  # nginx's convention for "client closed the request" in logs and metrics
+# Forward-auth for a caller that may not describe another request: only "are you signed in".
+_NOT_SIGNED_IN = Unauthorized(f"Bearer {REALM}", "sign-in required", "no_session", api=True)
 
 
 class Rules:
@@ -77,8 +82,8 @@ class Rules:
         self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization,
                                                allow_method_override=route.allow_method_override)
                       for route in self.routes.routes}
-        self.trusted = TrustedProxies(config.trusted_proxies)  # type: ignore[arg-type]
-        self.forward_auth_callers = TrustedProxies(config.forward_auth.callers)  # type: ignore[arg-type]
+        self.trusted = TrustedProxies(config.trusted_proxies)
+        self.forward_auth_callers = TrustedProxies(config.forward_auth.callers)
         self.gate = gate
 
 
@@ -115,12 +120,9 @@ class ProxyHandler:
         try:
             try:
                 path, query = split_target(request.raw_path)
-                normalised = normalise_path(path)
-                path = normalised.path
                 host_header = effective_host(headers, peer_trusted)
-                if not valid_host_header(host_header):
-                    raise BadRequest("the Host header is not a valid host[:port]")
-                sign_in = self.sign_in
+                target = resolve(rules.routes, request.method, host_header, path, query)
+                path = target.path
                 if path == JWKS_PATH and rules.gate.signer is not None:
                     route_name = SIGN_IN_ROUTE
                     response = _jwks_response(rules.gate.signer)
@@ -128,49 +130,38 @@ class ProxyHandler:
                     return response
                 if self.own_endpoints and path.startswith(self.own_prefix):
                     route_name = SIGN_IN_ROUTE
-                    endpoint = path[len(self.own_prefix) :]
-                    if endpoint == "auth":
-                        response = await self._forward_auth(request, rules, peer, request_id)
-                    elif endpoint == ENVOY_ENDPOINT or endpoint.startswith(ENVOY_ENDPOINT + "/"):
-                        response = await self._envoy_check(request, rules, peer, request_id)
-                    elif sign_in is not None:
-                        response = await sign_in.handle(request, endpoint, request_id)
-                    else:
-                        raise RouteNotFound("no such endpoint")
+                    response = await self._own_endpoint(request, rules, peer, request_id, path[len(self.own_prefix):])
                     status = response.status
                     return response
-                found = rules.routes.match(request_host(host_header), path, request.method)
-                if found is None:
+                route = target.route
+                if route is None:
                     raise RouteNotFound("no route matches this request")
-                route, matched = found
                 route_name = route.name
-                if normalised.has_encoded_slash and not route.allow_encoded_slashes:
+                if target.slash_refused:
                     raise BadRequest("encoded slashes (%2F, %5C) are not allowed on this route")
                 scheme = effective_scheme(headers, peer_trusted, request.scheme)
-                identity = None
+                identity: Identity | None = None
                 preflight = False
-                if route.auth == "public":  # the common case, without a coroutine
+                if route.auth == "public":  # decide()'s answer for public routes, without a coroutine
                     stats.authenticated(route_name, metrics.AUTH_PUBLIC)
                 else:
                     preflight = route.skip_auth_preflight and _is_cors_preflight(request)
-                    verdict = await rules.gate.evaluate(
-                        request, route, host=host_header, scheme=scheme, path_qs=path + ("?" + query if query else ""),
-                        request_id=request_id, preflight=preflight,
-                    )
-                    if verdict.outcome is not None:
-                        stats.authenticated(route_name, verdict.outcome)
-                    identity = verdict.identity
+                    identity, facts = await rules.gate.identify(request, route, request_id, preflight=preflight)
                     if identity is not None:
                         user = identity.sub
-                    if verdict.response is not None:
-                        status = verdict.response.status
-                        refusal = verdict.reason
-                        return verdict.response
+                    decision = decide(route, identity, facts)
+                    if decision.outcome is not None:
+                        stats.authenticated(route_name, decision.outcome)
+                    if decision.__class__ is not Allow:
+                        response = self._refusal(decision, rules.gate, request_id, headers.get("Accept"), target, scheme)
+                        status = response.status
+                        refusal = decision.reason
+                        return response
                 length = request.content_length
                 if route.max_body is not None and length is not None and length > route.max_body:
                     raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
 
-                upstream_path = route.upstream_path(path, matched)
+                upstream_path = route.upstream_path(path, target.matched)
                 upstream_headers = upstream_request_headers(
                     headers,
                     peer=peer,
@@ -184,6 +175,7 @@ class ProxyHandler:
                 if (route.injections or route.assertion) and not preflight:
                     for name, value in await rules.gate.identity_headers(route, identity, request_id):
                         upstream_headers[name] = value
+                sign_in = self.sign_in
                 if sign_in is not None and "Cookie" in upstream_headers:
                     # The proxy's own cookies are for the proxy: an upstream never sees them.
                     cookie = without_own_cookies("; ".join(upstream_headers.popall("Cookie")), sign_in.cookies)
@@ -218,12 +210,10 @@ class ProxyHandler:
                     await self._answer_expect(request)
                     body = RequestBody(request.content, route.max_body, self.idle_timeout)
                 sent = time.perf_counter()
-                try:
-                    upstream = await self.forwarder.send(
-                        request, route, upstream_path + "?" + query if query else upstream_path, upstream_headers, body
-                    )
-                except ClientBodyFailed:
-                    raise ClientGone() from None
+                # The client leaving during its upload raises ClientBodyFailed, a ClientGone.
+                upstream = await self.forwarder.send(
+                    request, route, upstream_path + "?" + query if query else upstream_path, upstream_headers, body
+                )
                 self.stats.upstream(route_name, time.perf_counter() - sent)
                 upstream_status = status = upstream.status
                 try:
@@ -248,7 +238,7 @@ class ProxyHandler:
                     else:
                         status_if_cut = exc.status
                         metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()
-                        self._log_upstream_error(request_id, route_name, exc, after_headers=True)
+                        log_upstream_error(request_id, route_name, exc, after_headers=True)
                     upstream.close()
                     if request.transport is not None:
                         request.transport.abort()
@@ -257,37 +247,13 @@ class ProxyHandler:
                     if upstream.uploading:  # the upstream answered before the body was all sent
                         await upstream.stop_upload()
                     upstream.release()
-            except RequestRejected as exc:
-                status = exc.status
-                return error_response(exc.status, exc.error, exc.reason, request_id, accept=headers.get("Accept"))
-            except StoreUnavailable:
-                # Never a silent sign-out: the session may be fine, the store is not answering.
-                status = 503
-                log().warning("store_unavailable", extra={"fields": {"request_id": request_id, "route": route_name}})
-                return error_response(503, "session_store_unavailable", "sessions cannot be checked right now; try again",
-                                      request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
-            except StoreRejected as exc:
-                # Not transient (missing table, access denied, validation): "try again" would
-                # be a lie. An operator has to act; the cause is logged, never shown.
-                status = 500
-                log().error("store_rejected", extra={"fields": {"request_id": request_id, "route": route_name,
-                                                                 "error": str(exc)}})
-                return error_response(500, "session_store_rejected",
-                                      "the session store refused the request; the operators have to fix its setup",
-                                      request_id, accept=headers.get("Accept"))
-            except ServiceTokenUnavailable:
-                status = 503
-                return error_response(503, "service_token_unavailable", "the service token could not be obtained; try again",
-                                      request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
-            except RefreshUnavailable:
-                status = 503
-                return error_response(503, "refresh_unavailable", "the sign-in could not be renewed right now; try again",
-                                      request_id, accept=headers.get("Accept"), headers={"Retry-After": "5"})
-            except UpstreamError as exc:
-                status = exc.status
-                metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()
-                self._log_upstream_error(request_id, route_name, exc, after_headers=False)
-                return error_response(exc.status, exc.error, exc.reason, request_id, accept=headers.get("Accept"))
+            except ClientGone:
+                raise  # control flow, not an answer: handled below
+            except AuthproxyError as exc:
+                if not answers(exc):
+                    raise  # not an answer of its own: a bug, answered 500 by the listener
+                status = type(exc).status or 500
+                return error_answer(exc, request_id, headers.get("Accept"), route_name)
         except ClientGone:
             status = status_if_cut
             return web.Response(status=status)  # never reaches the client: its connection is gone
@@ -308,6 +274,25 @@ class ProxyHandler:
                     user=user,
                     refusal=refusal,
                 )
+
+    async def _own_endpoint(
+        self, request: web.BaseRequest, rules: Rules, peer: str, request_id: str, endpoint: str
+    ) -> web.StreamResponse:
+        """The proxy's own endpoints under ``proxy_prefix``: forward-auth, Envoy's checks, sign-in."""
+        if endpoint == "auth":
+            return await self._forward_auth(request, rules, peer, request_id)
+        if endpoint == ENVOY_ENDPOINT or endpoint.startswith(ENVOY_ENDPOINT + "/"):
+            return await self._envoy_check(request, rules, peer, request_id)
+        if self.sign_in is not None:
+            return await self.sign_in.handle(request, endpoint, request_id)
+        raise RouteNotFound("no such endpoint")
+
+    def _refusal(
+        self, decision: Decision, gate: Gate, request_id: str, accept: str | None, target: Target, scheme: str
+    ) -> web.Response:
+        return answer(decision, request_id, accept,
+                      sign_in_location=lambda: gate.sign_in_location(target.host_header, scheme, target.path_qs),
+                      sign_in_path=gate.sign_in_path, sign_out_path=gate.sign_out_path)
 
     async def _forward_auth(
         self, request: web.BaseRequest, rules: Rules, peer: str, request_id: str
@@ -351,31 +336,27 @@ class ProxyHandler:
         """The route rules for ``original``, answered for a forward-auth caller."""
         headers = request.headers
         gate = rules.gate
-        target, method, host_header = original.target, original.method, original.host
-        if not valid_host_header(host_header):
+        if not valid_host_header(original.host):
             raise BadRequest("the forwarded Host is not a valid host[:port]")
         try:
-            raw_path, query = split_target(target)
-            normalised = normalise_path(raw_path)
+            target = resolve(rules.routes, original.method, original.host, *split_target(original.target))
         except BadRequest as exc:
             return _forbidden(f"the original request is not acceptable: {exc.reason}", request_id)
-        found = rules.routes.match(request_host(host_header), normalised.path, method)
-        if found is None or (normalised.has_encoded_slash and not found[0].allow_encoded_slashes):
+        route = target.route
+        if route is None or target.slash_refused:
             return _forbidden("no route admits the original request", request_id)
-        route = found[0]
-        scheme = effective_scheme(headers, True, request.scheme)
-        verdict = await gate.evaluate(
-            request, route, host=host_header, scheme=scheme, path_qs=normalised.path + ("?" + query if query else ""),
-            request_id=request_id, redirect=redirect, method=method,
-            # the caller passes Origin and Access-Control-Request-Method on (the shipped configs do)
-            preflight=route.skip_auth_preflight and _is_cors_preflight_of(method, headers),
-        )
-        if verdict.outcome is not None:
-            self.stats.authenticated(route.name, verdict.outcome)
-        if verdict.response is not None:
-            return _no_store(verdict.response)
-        response = _identity_response(verdict.identity, gate.groups_claim, request_id)
-        for name, value in await gate.identity_headers(route, verdict.identity, request_id):
+        # the caller passes Origin and Access-Control-Request-Method on (the shipped configs do)
+        preflight = route.skip_auth_preflight and _is_cors_preflight_of(original.method, headers)
+        identity, facts = await gate.identify(request, route, request_id, preflight=preflight, redirect=redirect,
+                                              method=original.method)
+        decision = decide(route, identity, facts)
+        if decision.outcome is not None:
+            self.stats.authenticated(route.name, decision.outcome)
+        if decision.__class__ is not Allow:
+            scheme = effective_scheme(headers, True, request.scheme)
+            return _no_store(self._refusal(decision, gate, request_id, headers.get("Accept"), target, scheme))
+        response = _identity_response(identity, gate.groups_claim, request_id)
+        for name, value in await gate.identity_headers(route, identity, request_id):
             response.headers[name] = value
         sign_in = self.sign_in
         cookie = None
@@ -403,18 +384,11 @@ class ProxyHandler:
     @staticmethod
     async def _signed_in(request: web.BaseRequest, gate: Gate, request_id: str) -> web.Response:
         sign_in = gate.sign_in
-        session = await sign_in.session_for_route(request, int(time.time()), request_id) if sign_in is not None else None
+        session = await sign_in.session_for_route(request, int(gate.clock()), request_id) if sign_in is not None else None
         if session is None:
-            return error_response(401, "unauthorized", "sign-in required", request_id, accept="application/json",
-                                  headers={"WWW-Authenticate": 'Bearer realm="authproxy"'})
+            return answer(_NOT_SIGNED_IN, request_id, None, sign_in_location=str, sign_in_path=gate.sign_in_path,
+                          sign_out_path=gate.sign_out_path)
         return _identity_response(session_identity(session), gate.groups_claim, request_id)
-
-    @staticmethod
-    def _log_upstream_error(request_id: str, route: str | None, exc: UpstreamError, *, after_headers: bool) -> None:
-        log().warning(
-            "upstream_error",
-            extra={"fields": {"request_id": request_id, "route": route, "kind": exc.kind, "after_headers": after_headers}},
-        )
 
     async def _answer_expect(self, request: web.BaseRequest) -> None:
         """Answer ``Expect: 100-continue`` ourselves once the request is accepted (RFC 9110 10.1.1)."""

@@ -13,6 +13,7 @@ import gc
 import os
 import signal
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -62,6 +63,7 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     readiness = Readiness()
+    clock = time.time  # the web edge's one wall clock: sign-in, sessions' checks, tokens, assertions
     forwarder = Forwarder(client_idle_timeout=config.limits.client_idle_timeout)
     await forwarder.start()
     idp_http: aiohttp.ClientSession | None = None
@@ -88,7 +90,7 @@ async def serve(
             from authproxy.web.signin import SignIn
 
             store = await open_store(config.store)
-            sign_in = SignIn(config, provider, store)
+            sign_in = SignIn(config, provider, store, clock)
         loading = asyncio.create_task(provider.load())
 
     def compile_rules(new: Config) -> Rules:
@@ -98,7 +100,7 @@ async def serve(
 
             keys = [key.get_secret_value() for key in new.assertion.signing_keys]
             signer = AssertionSigner(keys, str(new.public_url).rstrip("/"), new.assertion.lifetime)
-        return Rules(new, Gate(new, provider, sign_in, service_tokens, signer))
+        return Rules(new, Gate(new, provider, sign_in, service_tokens, signer, clock))
 
     handler = ProxyHandler(compile_rules(config), forwarder, AccessLog(config.log), sign_in)
 
@@ -220,17 +222,29 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+IDLE_GRACE = 0.5  # seconds an idle keep-alive connection may still bring a request after SIGTERM
+
+
 async def _drain(runner: web.ServerRunner, timeout: float) -> None:
-    """Stop accepting, wait for in-flight requests up to ``timeout``, then close the rest."""
+    """Stop accepting, wait for in-flight requests up to ``timeout``, then close the rest.
+
+    A keep-alive client may be sending its next request on an idle connection just as the
+    signal arrives; closing that connection at once would answer the request with a reset
+    (RFC 9112 9.6). Every response from now on says ``Connection: close``, so connections
+    leave by themselves; idle ones get ``IDLE_GRACE`` before they are closed."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + timeout
     if isinstance(runner.server, SafeServer):
         runner.server.draining = True  # from now on every response says Connection: close
     for site in list(runner.sites):
         await site.stop()
+    grace_ends = started + min(IDLE_GRACE, timeout)
+    while (metrics.STATS.in_flight > 0 or loop.time() < grace_ends) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
     if runner.server is not None:
-        # Idle keep-alive connections close now; busy ones close after their response.
-        runner.server.pre_shutdown()
-    deadline = asyncio.get_running_loop().time() + timeout
-    while metrics.STATS.in_flight > 0 and asyncio.get_running_loop().time() < deadline:
+        runner.server.pre_shutdown()  # idle connections close now; busy ones after their response
+    while metrics.STATS.in_flight > 0 and loop.time() < deadline:
         await asyncio.sleep(0.05)
     if metrics.STATS.in_flight > 0:
         log().warning("shutdown_timeout_reached", extra={"fields": {"in_flight": metrics.STATS.in_flight}})

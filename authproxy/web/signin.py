@@ -8,11 +8,11 @@ Pure decisions live in oidc/ and session/; this module is the HTTP edge.
 from __future__ import annotations
 
 import base64
-import hmac
 import html
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -21,14 +21,22 @@ from yarl import URL
 
 from authproxy import metrics
 from authproxy.config.schema import Config
+from authproxy.errors import RETRY_AFTER
 from authproxy.logs import log
 from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
 from authproxy.oidc.endpoints import logout_url
-from authproxy.oidc.flow import TRANSACTION_LIFETIME, Transaction, authorization_url
+from authproxy.oidc.flow import (
+    TRANSACTION_LIFETIME,
+    CallbackRefused,
+    Transaction,
+    authorization_url,
+    check_callback,
+    printable,
+)
 from authproxy.oidc.redirects import MAX_TARGET_LENGTH, SAFE_DEFAULT, RedirectPolicy
 from authproxy.oidc.rules import id_token_rules
 from authproxy.oidc.verify import KeyNotInJwks, TokenInvalid
-from authproxy.proxy.pages import error_response, wants_html
+from authproxy.proxy.pages import error_response
 from authproxy.session.cookies import (
     TRANSACTION_SLOTS,
     TRANSACTION_VALUE_MAX,
@@ -52,11 +60,13 @@ _TRANSACTION_SALT = 16  # bytes of random salt per sign-in transaction (HKDF sal
 class SignIn:
     """Everything sign-in needs, built once at start-up from the configuration."""
 
-    def __init__(self, config: Config, provider: ProviderLink, store: SessionStore):
+    def __init__(self, config: Config, provider: ProviderLink, store: SessionStore,
+                 clock: Callable[[], float] = time.time):
         assert config.oidc is not None and config.session is not None and config.public_url is not None
         self.oidc = config.oidc
         self.settings = config.session
-        self.public_url: URL = config.public_url  # type: ignore[assignment]
+        self.clock = clock  # seconds since the epoch: the one clock of the web edge
+        self.public_url: URL = config.public_url
         self.origin = str(self.public_url).rstrip("/")
         self.prefix = config.proxy_prefix
         self.callback_url = f"{self.origin}{self.prefix}/callback"
@@ -71,8 +81,11 @@ class SignIn:
             weigh=lambda entry: entry[0].footprint())
         self.sessions = Sessions(store, SecretBox(secrets, b"authproxy session"), cache, self.settings.idle_timeout)
         self.refresher = Refresher(
-            self.sessions, lambda: self.client, self.settings.refresh_before_expiry, verify_id_token=self._verify_refreshed
+            self.sessions, lambda: self.client, self.settings.refresh_before_expiry, verify_id_token=self._verify_refreshed,
+            clock=clock,
         )
+        # A refreshed ID token: any issuer of the provider (a Cognito pool has several), no nonce.
+        self.refreshed_id_token_rules = id_token_rules(self.oidc)
         self.transactions = SecretBox(secrets, b"authproxy sign-in transaction")
         self.routes_changed(config)
         self.provider = provider
@@ -101,7 +114,7 @@ class SignIn:
         """An ID token from a refresh: same issuer and audience, no nonce (OIDC Core 12.2);
         the refresher compares ``sub``. ``fetch`` False: the cached keys only (inside a lease)."""
         assert self.client is not None
-        rules = id_token_rules(self.oidc)  # any issuer of the provider (a Cognito pool has several)
+        rules = self.refreshed_id_token_rules
         if not fetch:
             return self.client.verify_cached(id_token, rules, now)
         try:
@@ -130,31 +143,21 @@ class SignIn:
         except SessionEnded:
             return None
 
-    def unauthenticated(
-        self, request: web.BaseRequest, host: str, scheme: str, path_qs: str, request_id: str, method: str | None = None
-    ) -> web.Response:
-        """A browser navigation goes to sign in; anything else gets 401 (RFC 6750 3).
-        ``method``: the original request's, when ``request`` describes another (forward-auth)."""
-        accept = request.headers.get("Accept")
-        if (method or request.method) in ("GET", "HEAD") and wants_html(accept):
-            own_host = self.public_url.host or ""
-            target = path_qs if host.split(":")[0].lower() == own_host.lower() else f"{scheme}://{host}{path_qs}"
-            if len(target) > MAX_TARGET_LENGTH:  # too long to come back to (rd's bound): "/" already here
-                target = SAFE_DEFAULT
-            location = f"{self.origin}{self.prefix}/start?" + urlencode({"rd": target})
-            return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
-        return error_response(
-            401, "unauthorized", "sign-in required", request_id, accept=accept,
-            headers={"WWW-Authenticate": 'Bearer realm="authproxy"'},
-            links=[("Sign in", f"{self.prefix}/start?" + urlencode({"rd": "/"}))],
-        )
+    def start_location(self, host: str, scheme: str, path_qs: str) -> str:
+        """Where a browser navigation without a session goes: ``/oauth2/start`` with ``rd``
+        saying where it was going (a path on our own host, else the full URL)."""
+        own_host = self.public_url.host or ""
+        target = path_qs if host.split(":")[0].lower() == own_host.lower() else f"{scheme}://{host}{path_qs}"
+        if len(target) > MAX_TARGET_LENGTH:  # too long to come back to (rd's bound): "/" already here
+            target = SAFE_DEFAULT
+        return f"{self.origin}{self.prefix}/start?" + urlencode({"rd": target})
 
     # --- the proxy's own endpoints ------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest, endpoint: str, request_id: str) -> web.StreamResponse:
         if self.client is None:
             return error_response(503, "not_ready", "sign-in is not available yet", request_id,
-                                  accept=request.headers.get("Accept"), headers={"Retry-After": "5"})
+                                  accept=request.headers.get("Accept"), retry_after=RETRY_AFTER)
         handler = {
             "start": self._start,
             "callback": self._callback,
@@ -166,13 +169,14 @@ class SignIn:
         return await handler(request, request_id)
 
     async def _start(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
-        now = int(time.time())
+        instant = self.clock()
+        now = int(instant)
         target = self.redirects.safe_target(request.query.get("rd"))
         transaction = Transaction.start(target, now)
-        sealed = self._seal_transaction(transaction)
+        sealed = self._seal_transaction(transaction, int(instant * 1000) * 1_000_000)
         if len(sealed) > TRANSACTION_VALUE_MAX:  # not with a valid rd; the cookies' bound holds whatever
             transaction = Transaction.start(SAFE_DEFAULT, now)
-            sealed = self._seal_transaction(transaction)
+            sealed = self._seal_transaction(transaction, int(instant * 1000) * 1_000_000)
         pending, strays = self._pending_sign_ins(request)
         slot = choose_slot([at if t is not None and not t.expired(now) else None for at, t in pending])
         assert self.client is not None
@@ -190,13 +194,14 @@ class SignIn:
         response.headers.add("Set-Cookie", self.cookies.set_transaction(slot, sealed, TRANSACTION_LIFETIME))
         return response
 
-    def _seal_transaction(self, transaction: Transaction) -> str:
+    def _seal_transaction(self, transaction: Transaction, started_ns: int = 0) -> str:
         """The cookie value: a key per transaction (a random salt in the cookie, like
         sessions' own secret), so unauthenticated /start calls never pile up random nonces
-        under one key, which NIST SP 800-38D 8.3 bounds at 2**32 seals. Sealed with it, the
-        time in milliseconds: which slot is the oldest, when sign-ins start within a second."""
+        under one key, which NIST SP 800-38D 8.3 bounds at 2**32 seals. Sealed with it,
+        ``started_ns`` (to the millisecond): which slot is the oldest, when sign-ins start
+        within a second."""
         salt = os.urandom(_TRANSACTION_SALT)
-        data = time.time_ns().to_bytes(8, "big") + transaction.to_bytes()
+        data = started_ns.to_bytes(8, "big") + transaction.to_bytes()
         return _b64encode(salt + self.transactions.seal(data, context=salt))
 
     def _open_transaction(self, value: str) -> tuple[int, Transaction]:
@@ -230,8 +235,6 @@ class SignIn:
 
     async def _callback(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         accept = request.headers.get("Accept")
-        query = request.query
-        state = query.get("state", "")
         slot: int | None = None  # the transaction cookie of this sign-in, once found
 
         def fail(reason: str, message: str, status: int = 400) -> web.Response:
@@ -242,40 +245,22 @@ class SignIn:
                 response.headers.add("Set-Cookie", self.cookies.clear_transaction(slot))
             return response
 
-        if not state:
-            if "error" in query:  # Cognito omits state from some error redirects: still say what it refused
-                code = _printable(query.get("error", "")[:64])
-                return fail("idp_error", f"the identity provider refused the sign-in: {code} (its answer carries no state)",
-                            status=403)
-            return fail("state_missing", "the sign-in response carries no state")
-        pending, _ = self._pending_sign_ins(request)
-        slot = next((i for i, (_, t) in enumerate(pending)
-                     if t is not None and hmac.compare_digest(t.state.encode(), state.encode())), None)
-        if slot is None:
-            return fail("state_mismatch", "this sign-in was not started in this browser, or it expired; start again")
-        transaction = pending[slot][1]
-        assert transaction is not None
-        now = int(time.time())
-        if transaction.expired(now):
-            return fail("state_mismatch", "this sign-in expired; start again")
-        if state in self._used_states:
-            return fail("replayed", "this sign-in response was already used")
-        # RFC 9207 2.4: the iss parameter, when present (or promised), must be our issuer.
         assert self.client is not None
-        iss = query.get("iss")
-        if (iss is not None or self.client.endpoints.iss_parameter_supported) and iss not in self.client.endpoints.issuers:
-            return fail("issuer_mismatch", "the sign-in response came from an unexpected issuer")
-        if "error" in query:
-            code = query.get("error", "")[:64]
-            return fail("idp_error", f"the identity provider refused the sign-in: {_printable(code)}", status=403)
-        code = query.get("code")
-        if not code:
-            return fail("code_missing", "the sign-in response carries no code")
+        now = int(self.clock())
+        pending, _ = self._pending_sign_ins(request)
+        checked = check_callback(request.query, [t for _, t in pending], now=now, used_states=self._used_states,
+                                 issuers=self.client.endpoints.issuers,
+                                 iss_required=self.client.endpoints.iss_parameter_supported)
+        if isinstance(checked, CallbackRefused):
+            slot = checked.slot
+            return fail(checked.reason, checked.message, checked.status)
+        slot, transaction, code = checked.slot, checked.transaction, checked.code
+        state = transaction.state
         self._remember_state(state, now)
         try:
             tokens = await self.client.exchange_code(code, transaction.code_verifier, self.callback_url)
         except IdpRejected as exc:
-            return fail("code_rejected", f"the identity provider rejected the sign-in ({_printable(exc.error)})")
+            return fail("code_rejected", f"the identity provider rejected the sign-in ({printable(exc.error)})")
         except IdpError:
             return fail("idp_unavailable", "the identity provider could not be reached; try again", status=502)
         if not tokens.id_token:
@@ -338,14 +323,14 @@ class SignIn:
             return _confirmation_page(f"{self.prefix}/sign_out?" + urlencode({"rd": target}), request_id)
         revoke: list[str] = []
         try:
-            found = await self.current(request, int(time.time()))
+            found = await self.current(request, int(self.clock()))
             if found is not None:
                 # The store's refresh token, which a refresh on another replica may have
                 # made newer than ours, and any newer one this process has not saved yet.
                 revoke = await self.sessions.end(found[0])
         except StoreError:
             return error_response(503, "store_unavailable", "sign-out cannot complete right now; try again", request_id,
-                                  accept=request.headers.get("Accept"), headers={"Retry-After": "5"})
+                                  accept=request.headers.get("Accept"), retry_after=RETRY_AFTER)
         location = target
         if found is not None:
             ticket, session = found
@@ -377,7 +362,7 @@ class SignIn:
         return response
 
     async def _userinfo(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
-        found = await self.current(request, int(time.time()))
+        found = await self.current(request, int(self.clock()))
         if found is None:
             return error_response(401, "unauthorized", "no session", request_id, accept="application/json")
         _, session = found
@@ -420,10 +405,6 @@ def _b64decode(text: str) -> bytes:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (ValueError, TypeError):
         raise ValueError("not base64url") from None
-
-
-def _printable(text: str) -> str:
-    return "".join(ch for ch in text if ch.isalnum() or ch in "_-.")[:64]
 
 
 def _confirmation_page(action: str, request_id: str) -> web.Response:

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from authproxy.errors import UpstreamError
-from authproxy.policy.routes import Origin
-from authproxy.proxy.http_client import UpstreamPool, UpstreamResponse, _Connection
+from authproxy.proxy.upstream import Origin, UpstreamPool, UpstreamResponse
+from authproxy.proxy.upstream.protocol import _Connection
 
 ORIGIN = Origin("http", "127.0.0.1", 9)
 

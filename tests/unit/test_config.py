@@ -7,6 +7,7 @@ import pytest
 from authproxy.config import load_config, parse_config
 from authproxy.config.schema import ListenAddress
 from authproxy.errors import ConfigError
+from authproxy.web.cpus import worker_count
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,13 +83,13 @@ def test_store_section():
     assert config.store.dynamodb.table == "authproxy-sessions" and config.store.cache.ttl == 10
     assert config.store.cache.max_entries == 10_000 and config.store.dynamodb.create_table is False
     assert "dynamodb: section" in str(errors("store: {backend: dynamodb}\n" + MINIMAL))
-    assert parse("workers: 2\n" + MINIMAL).worker_count == 2  # no sessions, no store concerns
+    assert worker_count(parse("workers: 2\n" + MINIMAL)) == 2  # no sessions, no store concerns
 
 
 @pytest.mark.parametrize(
     ("route", "path", "words"),
     [
-        ("{name: a, upstream: 'http://u', auth: login, inject: {X-A: '{token}'}}", "routes[0].inject", "unknown placeholder"),
+        ("{name: a, upstream: 'http://u', auth: login, inject: {X-A: '{token}'}}", "routes[0].inject.X-A", "unknown placeholder"),
         ("{name: a, upstream: 'http://u', auth: login, inject: {'Bad Name': '{sub}'}}", "routes[0].inject", "header name"),
         ("{name: a, upstream: 'http://u', auth: public, inject: {X-A: '{sub}'}}", "routes[0]", "needs an identity"),
     ],
@@ -107,7 +108,7 @@ def test_defaults():
     config = parse(MINIMAL)
     assert config.listen == ListenAddress("0.0.0.0", 8080)
     assert config.admin_listen == ListenAddress("127.0.0.1", 9090)
-    assert config.workers == 1 and config.worker_count == 1
+    assert config.workers == 1 and worker_count(config) == 1
     assert config.shutdown_timeout == 20
     assert config.log.level == "info" and config.log.format == "json" and config.log.access is True
     route = config.routes[0]
@@ -135,7 +136,7 @@ routes:
 """
     )
     assert config.listen == ListenAddress("::1", 8443)
-    assert config.worker_count >= 1
+    assert worker_count(config) >= 1
     assert config.shutdown_timeout == 0.25
     assert str(config.public_url) == "https://app.example.com"
     route = config.routes[0]
@@ -259,7 +260,7 @@ def test_workers_auto_is_bounded_by_usable_cpus():
     import os
 
     config = parse("workers: auto\n" + MINIMAL)
-    assert 1 <= config.worker_count <= min(256, os.cpu_count() or 1)
+    assert 1 <= worker_count(config) <= min(256, os.cpu_count() or 1)
 
 
 def test_missing_file():

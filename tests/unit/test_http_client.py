@@ -10,8 +10,7 @@ import pytest
 from multidict import CIMultiDict
 
 from authproxy.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
-from authproxy.policy.routes import Origin
-from authproxy.proxy.http_client import ClientBodyFailed, UpstreamPool
+from authproxy.proxy.upstream import ClientBodyFailed, Origin, UpstreamPool
 
 
 class RawServer:

@@ -1,0 +1,190 @@
+"""Who passes a route, and as whom: the auth decision as a pure function of values.
+
+    public           anyone; no identity
+    optional         the session's identity when there is one; anyone otherwise
+    login            a browser session (a navigation is sent to sign in, anything else gets 401)
+    bearer           an access token in Authorization (RFC 6750 2.1), checked against the JWKS
+    login_or_bearer  a bearer token when the request carries one, else a session
+
+The edge (web/gate.py) gathers the facts: the session or the verified bearer token
+(``Identity``), and what else the answer depends on (``Facts``). ``decide`` turns them
+into a ``Decision``; the edge then carries out an ``Allow``'s injection plan (templates,
+service token, assertion) or renders the refusal (web/render.py). Proxied requests,
+forward-auth (``/oauth2/auth``) and Envoy's ext_authz get the same decisions.
+
+Nothing here performs I/O or reads a clock; the common decisions are shared constants,
+so a request that passes allocates nothing here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from authproxy.policy.allow import Denial
+from authproxy.policy.routes import Route
+
+# authproxy_auth_total's outcome label values (metrics.AUTH_*), the same words.
+PUBLIC, SESSION, BEARER = "public", "session", "bearer"
+REDIRECTED, UNAUTHORIZED, FORBIDDEN = "redirected", "unauthorized", "forbidden"
+
+REALM = 'realm="authproxy"'
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the request is from, as the proxy verified it."""
+
+    sub: str
+    claims: Mapping[str, Any]  # the ID token's for sessions, the access token's for bearer requests
+    access_token: str | None
+    id_token: str | None
+    via: str  # SESSION or BEARER
+
+
+# --- the facts the edge gathers besides the identity ---------------------------------
+
+# What went wrong while looking for credentials, when something did.
+AMBIGUOUS = "ambiguous"  # more than one Authorization header
+INVALID = "invalid"  # a bearer token that must not be trusted (``detail``: TokenInvalid.reason)
+NOT_READY = "not_ready"  # the provider's keys are not loaded yet
+KEYS_UNAVAILABLE = "keys_unavailable"  # the provider's keys could not be fetched
+
+
+class Facts(NamedTuple):
+    """What the answer depends on besides the identity."""
+
+    problem: str | None = None  # AMBIGUOUS | INVALID | NOT_READY | KEYS_UNAVAILABLE
+    detail: str = ""  # INVALID: the token's short, safe reason code
+    navigation: bool = False  # a browser navigation: GET or HEAD asking for text/html
+    redirect: bool = True  # the caller passes a sign-in redirect on (nginx auth_request does not)
+    preflight: bool = False  # a CORS preflight on a route that lets them through unauthenticated
+
+
+NOTHING_ELSE = Facts()  # the common case: only the identity (or its absence) matters
+PREFLIGHT = Facts(preflight=True)
+
+
+# --- decisions -------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Forward (or, for forward-auth, answer 200). ``inject``: carry out the route's
+    injection plan (its templates, service token and assertion); a preflight carries none."""
+
+    outcome: str | None  # authproxy_auth_total's outcome; None for a preflight (no auth decision)
+    inject: bool = True
+    reason: None = None  # nothing refused (every decision has a reason for the access log)
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """Send the browser to ``/oauth2/start`` with where it was going."""
+
+    outcome: str = REDIRECTED
+    reason: str = "no_session"
+
+
+@dataclass(frozen=True, slots=True)
+class Unauthorized:
+    """401 with a ``WWW-Authenticate`` challenge (RFC 6750 3)."""
+
+    challenge: str
+    message: str
+    reason: str  # for the access log
+    api: bool  # JSON whatever the client accepts (bearer checks answer API clients)
+    sign_in_link: bool = False  # the HTML page offers to sign in
+    outcome: str = UNAUTHORIZED
+
+
+@dataclass(frozen=True, slots=True)
+class Forbidden:
+    """403: signed in (or a valid token), but the allow rules say no; ``denial`` names what was missing."""
+
+    denial: Denial
+    identity: Identity
+    outcome: str = FORBIDDEN
+    reason: str = "allow_rules"
+
+    @property
+    def challenge(self) -> str | None:
+        """RFC 6750 3.1: missing scopes are an ``insufficient_scope`` error."""
+        scopes = self.denial.missing_scopes
+        return f'Bearer {REALM}, error="insufficient_scope", scope="{" ".join(scopes)}"' if scopes else None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """400: a request no check can be made of."""
+
+    message: str
+    reason: str
+    outcome: str = UNAUTHORIZED
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """503: the checks cannot be made now; ``retry_after`` is filled in by the renderer."""
+
+    error: str
+    message: str
+    reason: str
+    outcome: None = None  # not an auth decision about the user
+
+
+Decision = Allow | SignIn | Unauthorized | Forbidden | Refused | Unavailable
+
+ALLOW_PUBLIC = Allow(PUBLIC)
+ALLOW_SESSION = Allow(SESSION)
+ALLOW_BEARER = Allow(BEARER)
+ALLOW_PREFLIGHT = Allow(None, inject=False)
+_ALLOW_VIA = {SESSION: ALLOW_SESSION, BEARER: ALLOW_BEARER}
+SIGN_IN = SignIn()
+NO_TOKEN = Unauthorized(f"Bearer {REALM}", "a bearer access token is required", "no_token", api=True)
+SEVERAL_AUTHORIZATIONS = Refused("more than one Authorization header", "several_authorization_headers")
+_UNAVAILABLE = {
+    NOT_READY: Unavailable("not_ready", "token checks are not available yet", "not_ready"),
+    KEYS_UNAVAILABLE: Unavailable("idp_unavailable", "token checks are not available right now", "jwks"),
+}
+
+
+def uses_bearer(mode: str, has_token: bool) -> bool:
+    """Whether a request is checked by its bearer token: always on bearer routes, and on
+    login_or_bearer routes when it carries one (else by its session)."""
+    return mode == "bearer" or (has_token and mode == "login_or_bearer")
+
+
+def decide(route: Route, identity: Identity | None, facts: Facts = NOTHING_ELSE) -> Decision:
+    """The decision for a request on ``route`` from ``identity`` (None: none was found or
+    none was sent) and ``facts``. No clock: time-bound checks (expiry, idle time) were made
+    while gathering, with the edge's clock."""
+    mode = route.auth
+    if mode == "public":
+        return ALLOW_PUBLIC
+    if facts.preflight:
+        return ALLOW_PREFLIGHT  # a CORS preflight carries no credentials (Fetch standard)
+    problem = facts.problem
+    if problem is not None:
+        if problem == AMBIGUOUS:
+            # Which one an upstream would read is anyone's guess: never forward a second, unchecked one.
+            return SEVERAL_AUTHORIZATIONS
+        if problem == INVALID:
+            return Unauthorized(f'Bearer {REALM}, error="invalid_token", error_description="{facts.detail}"',
+                                f"the access token is not valid ({facts.detail})", facts.detail, api=True)
+        return _UNAVAILABLE[problem]
+    if identity is None:
+        if mode == "optional":
+            return ALLOW_PUBLIC  # anonymous callers pass, without identity headers
+        if mode == "bearer":
+            return NO_TOKEN  # RFC 6750 3.1: no error code when the request had no authentication at all
+        if facts.redirect and facts.navigation:
+            return SIGN_IN
+        # An API client, or forward-auth for nginx (which turns 401 into the sign-in redirect itself).
+        return Unauthorized(f"Bearer {REALM}", "sign-in required", "no_session", api=False,
+                            sign_in_link=facts.redirect)
+    if route.allow is not None:
+        denial = route.allow.check(identity.claims)
+        if denial is not None:
+            return Forbidden(denial, identity)
+    return _ALLOW_VIA[identity.via]
