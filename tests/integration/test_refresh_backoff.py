@@ -6,39 +6,23 @@ per request (refresh grants count against a pool's request quota)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 
 import aiohttp
 import pytest
 
-from tests.support.processes import ROOT, ProxyProcess, child_env, free_port, wait_for_port
+from tests.support.processes import StubIdpProcess, stub_idp_proxy
 
 LIFETIME = 6  # seconds; a refresh is due in its second half (refresh_before_expiry clamps to half)
 
 
 @pytest.fixture
 def setup(upstream, tmp_path):
-    idp_port = free_port()
-    idp = subprocess.Popen([sys.executable, "-m", "tests.peers.stub_idp", "--port", str(idp_port)], cwd=ROOT, env=child_env())
-    wait_for_port(idp_port, process=idp)
-    port = free_port()
-    proxy = ProxyProcess(
-        {
-            "public_url": f"http://127.0.0.1:{port}",
-            "oidc": {"issuer": f"http://127.0.0.1:{idp_port}", "client_id": "stub-client", "client_auth": "none"},
-            "session": {"secrets": ["x" * 40]},
-            "routes": [{"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login",
-                        "inject": {"Authorization": "Bearer {access_token}"}}],
-        },
-        tmp_path,
-        port=port,
-    )
-    yield proxy, f"http://127.0.0.1:{idp_port}"
+    idp = StubIdpProcess()
+    proxy = stub_idp_proxy(upstream.url, idp, tmp_path, {"inject": {"Authorization": "Bearer {access_token}"}})
+    yield proxy, idp.url
     proxy.stop()
-    idp.terminate()
-    idp.wait(10)
+    idp.stop()
 
 
 @pytest.mark.timeout(60)

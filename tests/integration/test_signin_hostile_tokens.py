@@ -3,35 +3,20 @@ callback: each is refused with a clear 4xx and no session."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import aiohttp
 import pytest
 
-from tests.support.processes import ROOT, ProxyProcess, child_env, free_port, wait_for_port
+from tests.support.processes import StubIdpProcess, stub_idp_proxy
 
 
 @pytest.fixture(scope="module")
 def setup(upstream, tmp_path_factory):
-    idp_port = free_port()
-    idp = subprocess.Popen([sys.executable, "-m", "tests.peers.stub_idp", "--port", str(idp_port)], cwd=ROOT, env=child_env())
-    wait_for_port(idp_port, process=idp)
-    port = free_port()
-    proxy = ProxyProcess(
-        {
-            "public_url": f"http://127.0.0.1:{port}",
-            "oidc": {"issuer": f"http://127.0.0.1:{idp_port}", "client_id": "stub-client", "client_auth": "none"},
-            "session": {"secrets": ["x" * 40]},
-            "routes": [{"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream.url, "auth": "login"}],
-        },
-        tmp_path_factory.mktemp("hostile-tokens"),
-        port=port,
-    )
-    yield proxy, f"http://127.0.0.1:{idp_port}"
+    idp = StubIdpProcess()
+    proxy = stub_idp_proxy(upstream.url, idp, tmp_path_factory.mktemp("hostile-tokens"), {})
+    yield proxy, idp.url
     proxy.stop()
-    idp.terminate()
-    idp.wait(10)
+    idp.stop()
 
 
 async def attempt(proxy, idp_url, scenario):

@@ -1,8 +1,8 @@
 """Kubernetes manifests checked the way an API server with strict field validation would:
 built-in kinds through kubernetes-validate (strict), custom resources against a trimmed copy of
 their CRD's openAPIV3Schema (tests/data/crds/.../*.json: {"group", "version", "kind",
-"openAPIV3Schema", "_source"}). The same approach as tests/unit/test_deploy_files.py takes for the
-ServiceMonitor, for test modules that need it with their own set of CRDs."""
+"openAPIV3Schema", "_source"}), each test module with its own set of CRDs (test_deploy_files: the
+ServiceMonitor; test_deploy_mesh: Istio's)."""
 
 from __future__ import annotations
 
@@ -78,3 +78,14 @@ def validate_manifest(document: dict, version: str, validators: dict[tuple[str, 
         assert validator is not None, f"no schema for {document['apiVersion']} {document['kind']}"
         errors = schema_errors(validator, document)
         assert not errors, errors
+
+
+def secret_files(node) -> list[str]:
+    """Every {file: PATH} in a parsed YAML tree (authproxy's secrets from files)."""
+    if isinstance(node, dict):
+        if set(node) == {"file"}:
+            return [node["file"]]
+        return [path for value in node.values() for path in secret_files(value)]
+    if isinstance(node, list):
+        return [path for value in node for path in secret_files(value)]
+    return []

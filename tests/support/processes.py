@@ -91,6 +91,29 @@ class LoopbackServer:
         stop_process(self.process)
 
 
+class StubIdpProcess(LoopbackServer):
+    """The scripted provider of tests/peers/stub_idp.py (hostile ID tokens, refresh outages)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda port: [sys.executable, "-m", "tests.peers.stub_idp", "--port", str(port)])
+
+
+def stub_idp_proxy(upstream_url: str, idp: StubIdpProcess, workdir: Path, route: dict) -> ProxyProcess:
+    """authproxy signing users in at ``idp`` (a public client), with one login ``route``."""
+    port = free_port()
+    return ProxyProcess(
+        {
+            "public_url": f"http://127.0.0.1:{port}",
+            "oidc": {"issuer": idp.url, "client_id": "stub-client", "client_auth": "none"},
+            "session": {"secrets": ["x" * 40]},
+            "routes": [{"name": "app", "match": {"path_prefix": "/app"}, "upstream": upstream_url, "auth": "login",
+                        **route}],
+        },
+        workdir,
+        port=port,
+    )
+
+
 class UpstreamProcess(LoopbackServer):
     """The test upstream (tests/support/upstream.py)."""
 

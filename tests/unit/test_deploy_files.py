@@ -28,6 +28,8 @@ import yaml
 
 from authproxy.config import parse_config
 from authproxy.demo import idp
+from tests.support import manifests
+from tests.support.manifests import documents, secret_files
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -46,10 +48,6 @@ NEWEST_KUBERNETES = kubernetes_validate.latest_version()
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-def documents(path: Path) -> list[dict]:
-    return [document for document in yaml.safe_load_all(path.read_text()) if document]
-
 
 def manifest_files() -> list[Path]:
     return sorted(path for path in K8S.glob("*.yaml") if path.name != "kustomization.yaml")
@@ -90,17 +88,6 @@ def configmap_config():
         shutil.rmtree(directory)
 
 
-def secret_files(node) -> list[str]:
-    """Every {file: PATH} in a parsed YAML tree."""
-    if isinstance(node, dict):
-        if set(node) == {"file"}:
-            return [node["file"]]
-        return [path for value in node.values() for path in secret_files(value)]
-    if isinstance(node, list):
-        return [path for value in node for path in secret_files(value)]
-    return []
-
-
 def check_config(text: str, tmp_path: Path, env: dict[str, str] | None = None, secrets: dict[str, str] | None = None):
     """Run `authproxy check-config` on ``text``; secret files under SECRET_MOUNT are written to
     ``tmp_path`` with the given contents (the config names them by their in-pod path)."""
@@ -129,57 +116,14 @@ def matches(selector: dict, labels: dict) -> bool:
 
 # --- Kubernetes: schemas -----------------------------------------------------------------
 
-def strict_crd_schema(schema: dict) -> dict:
-    """A CRD's structural schema as the API server applies it with strict field validation:
-    unknown fields are errors wherever the schema lists properties and does not preserve unknowns."""
-    schema = copy.deepcopy(schema)
-
-    def tighten(node):
-        if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node and "additionalProperties" not in node \
-                    and not node.get("x-kubernetes-preserve-unknown-fields"):
-                node["additionalProperties"] = False
-            for value in node.values():
-                tighten(value)
-        elif isinstance(node, list):
-            for value in node:
-                tighten(value)
-
-    tighten(schema)
-    # metadata is ObjectMeta; the CRD schema leaves it open, so check the part we use.
-    schema["properties"]["metadata"] = {
-        "type": "object", "required": ["name"], "additionalProperties": False,
-        "properties": {"name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
-                       "namespace": {"type": "string"},
-                       "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                       "annotations": {"type": "object", "additionalProperties": {"type": "string"}}},
-    }
-    return schema
-
-
 @functools.cache
 def crd_validators() -> dict[tuple[str, str], jsonschema.Draft7Validator]:
-    validators = {}
-    for path in CRDS.glob("*.json"):
-        crd = json.loads(path.read_text())
-        schema = strict_crd_schema(crd["openAPIV3Schema"])
-        schema["properties"]["apiVersion"] = {"const": f"{crd['group']}/{crd['version']}"}
-        schema["properties"]["kind"] = {"const": crd["kind"]}
-        schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata", "spec"})
-        validators[(f"{crd['group']}/{crd['version']}", crd["kind"])] = jsonschema.Draft7Validator(schema)
-    return validators
+    return manifests.crd_validators(CRDS)
 
 
 def validate_manifest(document: dict, version: str) -> None:
-    """Strict API-schema validation; a kind without a built-in schema must have a CRD schema
-    here: kubernetes-validate only warns (exit 0) about those, which must not count as valid."""
-    try:
-        kubernetes_validate.validate(document, version, strict=True)
-    except kubernetes_validate.SchemaNotFoundError:
-        validator = crd_validators().get((document["apiVersion"], document["kind"]))
-        assert validator is not None, f"no schema for {document['apiVersion']} {document['kind']}"
-        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
-        assert not errors, errors
+    """Strict API-schema validation; a kind without a built-in schema needs a CRD schema here."""
+    manifests.validate_manifest(document, version, crd_validators())
 
 
 @pytest.mark.parametrize("version", [NEWEST_KUBERNETES, OLDEST_KUBERNETES])

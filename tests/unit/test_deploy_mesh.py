@@ -36,7 +36,7 @@ from authproxy.config import parse_config
 from authproxy.config.schema import Config
 from authproxy.policy.paths import normalise_path
 from authproxy.web.handler import ENVOY_ENDPOINT
-from tests.support.manifests import crd_validators, documents, schema_errors, validate_manifest
+from tests.support.manifests import crd_validators, documents, schema_errors, secret_files, validate_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = ROOT / "deploy" / "envoy"
@@ -652,16 +652,6 @@ def test_envoy_filter_drops_underscored_headers_at_the_gateway(envoy_api):
 
 
 # --- Istio: authproxy's config -------------------------------------------------------------
-
-def secret_files(node) -> list[str]:
-    if isinstance(node, dict):
-        if set(node) == {"file"}:
-            return [node["file"]]
-        return [path for value in node.values() for path in secret_files(value)]
-    if isinstance(node, list):
-        return [path for value in node for path in secret_files(value)]
-    return []
-
 
 def write_secrets(directory: Path) -> dict[str, str]:
     values = {"client-secret": "c" * 40, "session-secret": "s" * 44 + "\n", "assertion-key": assertion_key()}
