@@ -10,7 +10,7 @@ NPM_STAMP := node_modules/.stamp-$(shell cat package-lock.json | md5sum | cut -c
 # COMMAND:PACKAGE pairs, installed only when the command is missing.
 DEBS_TEST := node:nodejs npm:npm chromium:chromium promtool:prometheus nginx:nginx \
 	podman:podman runc:runc debootstrap:debootstrap catatonit:catatonit
-DEBS_BENCH := nginx:nginx wrk:wrk
+DEBS_BENCH := nginx:nginx wrk:wrk apache2:apache2
 
 .PHONY: test demo bench fuzz soak setup debs check-config clean
 
@@ -21,9 +21,11 @@ test: setup
 demo: $(PIP_STAMP)
 	$(VENV)/bin/authproxy demo $(DEMO_ARGS)
 
+# The load benchmark, Apache httpd + mod_auth_openidc side by side (BENCH_ARGS="--quick" for ~2 min).
 bench: setup
 	./scripts/ensure-debs.sh $(DEBS_BENCH)
-	$(PY) bench/run.py
+	test -e /usr/lib/apache2/modules/mod_auth_openidc.so || ./scripts/ensure-debs.sh mod_auth_openidc:libapache2-mod-auth-openidc
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 # A script, not a test: 10 minutes of mixed traffic over 2 replicas sharing a store
 # (SOAK_ARGS="--minutes 3" shortens it); appends its figures to bench/RESULTS.md.
