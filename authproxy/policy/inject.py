@@ -6,6 +6,8 @@ config/templates.py: templates are parsed once, when the configuration loads.
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,8 +51,10 @@ class SpoofGuard:
 
     def __init__(self, injected_anywhere: Iterable[str]):
         self._names = SPOOFABLE_NAMES | {normalised(name) for name in injected_anywhere}
+        # Four possible answers, asked on every Envoy check: worked out once each.
+        self.exact_names = functools.lru_cache(maxsize=4)(self._exact_names)
 
-    def exact_names(self, pass_authorization: bool, allow_method_override: bool) -> frozenset[str]:
+    def _exact_names(self, pass_authorization: bool, allow_method_override: bool) -> frozenset[str]:
         """Every name ``strips`` refuses that can be written out (prefixes cannot: see
         KNOWN_PREFIXED_NAMES), lower-case."""
         names = set(self._names | KNOWN_PREFIXED_NAMES)

@@ -240,9 +240,9 @@ class WebSocketRelay:
         assert self._watch is not None
         while not (client.closed or upstream.closed):
             await asyncio.sleep(self._watch.every)
-            # Shielded: the socket ending meanwhile cancels this watch, but must not cancel a
-            # store read the session cache may be sharing with requests.
-            if client.closed or upstream.closed or await asyncio.shield(self._watch.alive()):
+            # The session cache's shared read runs in a task of its own (authproxy/singleflight.py),
+            # so the socket ending meanwhile cancels this watch without cancelling that read.
+            if client.closed or upstream.closed or await self._watch.alive():
                 continue
             log().info("websocket_session_ended", extra={"fields": {"request_id": request_id}})
             # Both pumps see the closing and return; each side gets 1008 and answers it.

@@ -23,12 +23,8 @@ from authproxy.demo.idp import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from tests.support import containers
 from tests.support.moto import MotoServer
 from tests.support.processes import free_port, http_get, wait_for_port
+from tests.support.browser import launch
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 TABLE = "container-sessions"
 UID = 65532
 SIZE_LIMIT = 200 * 1000 * 1000  # bytes, uncompressed (podman's "164 MB" is decimal)
@@ -203,7 +199,7 @@ def test_container_is_ready_quickly_as_non_root_with_two_workers(stack):
 @pytest.mark.timeout(180)
 async def test_sign_in_in_chromium_through_the_container_reaches_the_upstream_with_a_bearer_token(stack):
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await launch(playwright)
         try:
             page = await browser.new_page()
             await page.goto(stack.url + "/app/from-container?x=1")

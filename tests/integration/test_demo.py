@@ -17,7 +17,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from authproxy.demo import idp
-from tests.integration.test_signin_browser import ARGS, CHROMIUM
+from tests.support.browser import launch
 from tests.support.processes import ROOT, child_env, free_port
 
 
@@ -68,7 +68,7 @@ async def test_demo_in_chromium(demo):
     printed = "".join(demo["output"])
     assert "alice" in printed and "bob" in printed and "DEVELOPMENT" in printed
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await launch(playwright)
         try:
             page = await browser.new_page()
             await page.goto(url + "/")

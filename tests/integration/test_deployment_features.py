@@ -93,7 +93,7 @@ def signin_settings(provider, port, upstream, **oidc):
 @pytest.mark.timeout(60)
 async def test_secrets_from_files_a_private_ca_and_https_proxy_for_the_provider(private_provider, upstream, tmp_path):
     ca, provider, port = private_provider
-    forward = await ForwardProxy().start()
+    forward = await ForwardProxy().start(avoid=[port])  # the proxy's port is picked but not bound yet
     proxy = ProxyProcess(signin_settings(provider, port, upstream, ca_file="pki/ca.pem"), tmp_path, port=port,
                          env={"HTTPS_PROXY": forward.url, "NO_PROXY": ""}, wait=False)
     try:

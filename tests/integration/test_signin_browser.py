@@ -8,19 +8,14 @@ import pytest
 from playwright.async_api import async_playwright
 
 from tests.integration.test_signin import setup  # noqa: F401 - the same proxy and provider
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+from tests.support.browser import launch
 
 
 @pytest.mark.timeout(120)
 async def test_sign_in_and_out_in_chromium(setup):  # noqa: F811
     proxy, provider = setup
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = await launch(playwright)
         try:
             page = await browser.new_page()
             await page.goto(proxy.url + "/app/in-browser?from=chromium")

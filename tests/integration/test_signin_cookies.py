@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, sign_in_at_provider
 from tests.support.processes import ProxyProcess, free_port
+from tests.support.browser import launch
 
 SESSION_SECRET = "test-session-secret-0123456789-abcdefghij"
 HEADER_LIMIT = 8 * 1024  # limits.header_size's default
@@ -196,20 +197,13 @@ async def test_an_oversized_cookie_header_is_recoverable(setup):
         assert "p" * 100 not in "".join(response.headers.getall("Set-Cookie", []))
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-
 @pytest.mark.timeout(180)
 async def test_thirty_tabs_at_once_then_a_normal_sign_in_in_chromium(setup):
     from playwright.async_api import async_playwright
 
     proxy, provider = setup
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = await launch(playwright)
         try:
             context = await browser.new_context()
             tabs = [await context.new_page() for _ in range(30)]

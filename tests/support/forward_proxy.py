@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 
@@ -18,10 +19,16 @@ class ForwardProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self) -> ForwardProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
+    async def start(self, avoid: Iterable[int] = ()) -> ForwardProxy:
+        """Listen on a free port, never one of ``avoid`` (ports a test has picked but not bound yet)."""
+        avoid = set(avoid)
+        while True:
+            self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+            self.port = self._server.sockets[0].getsockname()[1]
+            if self.port not in avoid:
+                return self
+            self._server.close()
+            await self._server.wait_closed()
 
     async def close(self) -> None:
         if self._server is not None:
