@@ -394,35 +394,6 @@ class Route(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _rules_fit_the_mode(self) -> Route:
-        uses = {name: template.uses for name, template in self.inject.items()}
-        used = frozenset().union(*uses.values())
-        if self.auth == "public":
-            for name, placeholders in uses.items():
-                if placeholders - {"service_token"}:
-                    raise ValueError(f"inject.{name} needs an identity, which a public route has none of")
-            if self.assertion:
-                raise ValueError("assertion needs an identity: a public route has none")
-        if self.allow is not None and self.auth in ("public", "optional"):
-            raise ValueError(f"allow needs an identity, and an {self.auth} route admits anonymous callers: use auth: login")
-        if self.pass_authorization and self.auth not in ("bearer", "public"):
-            raise ValueError(
-                "pass_authorization is for bearer and public routes: on a route with sessions the client's own "
-                "Authorization would reach the upstream unverified, next to the identity the proxy injects"
-            )
-        if self.allow is not None and self.allow.scopes is not None and self.auth != "bearer":
-            raise ValueError("allow.scopes applies to bearer tokens: use it on auth: bearer routes")
-        if self.service_token is None and "service_token" in used:
-            raise ValueError("inject uses {service_token}: configure service_token on this route")
-        if self.service_token is not None:
-            if any(name.lower() == "authorization" for name in uses) and "service_token" not in used:
-                raise ValueError(
-                    "service_token is sent as Authorization unless a template names {service_token}, "
-                    "but inject already sets Authorization: use {service_token} in one of the templates"
-                )
-        return self
-
-    @model_validator(mode="after")
     def _strip_needs_path(self) -> Route:
         if self.strip_prefix and self.match.path_prefix is None and self.match.path_regex is None:
             raise ValueError("strip_prefix needs match.path_prefix or match.path_regex")
@@ -472,46 +443,6 @@ class OidcConfig(_Strict):
             except (ssl.SSLError, ValueError):
                 raise ValueError(f"{value!r} holds no PEM CA certificate") from None
         return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> OidcConfig:
-        if self.provider == "cognito" and self.cognito_domain is None:
-            raise ValueError("provider cognito needs cognito_domain (the hosted UI domain)")
-        self._issuers_fit_the_provider()
-        if "openid" not in self.scopes:
-            raise ValueError("scopes must include openid")
-        if self.client_auth == "none" and self.client_secret is not None:
-            raise ValueError("client_auth none is for public clients: remove client_secret")
-        if self.client_auth != "none" and self.client_secret is None:
-            raise ValueError(f"client_auth {self.client_auth} needs client_secret")
-        return self
-
-    def _issuers_fit_the_provider(self) -> None:
-        aws = cognito.AwsIssuer.parse(self.issuer)
-        if self.provider == "generic":
-            if aws is not None:
-                # Cognito access tokens carry client_id and never aud, which generic bearer rules require.
-                raise ValueError(
-                    "issuer is an AWS Cognito user pool: write provider: cognito and cognito_domain "
-                    "(the pool's hosted UI domain), not provider: generic"
-                )
-            if self.cognito_replica_regions or self.issuer_aliases:
-                raise ValueError("cognito_replica_regions and issuer_aliases are for provider: cognito")
-            return
-        for region in self.cognito_replica_regions:
-            if not cognito.REGION.fullmatch(region):
-                raise ValueError(f"cognito_replica_regions: {region!r} is not an AWS region like eu-west-1")
-        if aws is not None:
-            if not cognito.POOL_ID.fullmatch(aws.pool_id):
-                raise ValueError(f"issuer names {aws.pool_id!r}, which is not a user pool id like eu-west-1_AbC123")
-            if self.issuer_aliases:
-                raise ValueError("issuer_aliases: an AWS user pool's issuers are derived from issuer; remove them")
-        elif self.cognito_replica_regions:
-            raise ValueError("cognito_replica_regions needs issuer to be the pool's https://cognito-idp.REGION.amazonaws.com/POOL_ID")
-        pool = cognito.last_segment(self.issuer)
-        for alias in self.issuer_aliases:
-            if cognito.last_segment(alias) != pool:
-                raise ValueError(f"issuer_aliases: {alias} does not end in the pool of issuer ({pool!r})")
 
     @property
     def issuers(self) -> tuple[str, ...]:

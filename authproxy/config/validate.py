@@ -11,17 +11,97 @@ from __future__ import annotations
 
 import ipaddress
 
-from authproxy.config.schema import BEARER_MODES, SESSION_MODES, Config, Route
+from authproxy.config.schema import BEARER_MODES, SESSION_MODES, Config, OidcConfig, Route
 from authproxy.errors import ConfigIssue
+from authproxy.oidc import cognito
 
 
 def validate(config: Config) -> list[ConfigIssue]:
     """Every cross-section problem of ``config`` (empty: none)."""
     issues: list[ConfigIssue] = []
     for index, route in enumerate(config.routes):
+        issues += _route_rules(route, f"routes[{index}]")
         issues += _route(config, route, f"routes[{index}]")
+    if config.oidc is not None:
+        issues += provider_issues(config.oidc, "oidc")
     issues += _audiences(config)
     issues += _sessions(config)
+    return issues
+
+
+def _route_rules(route: Route, where: str) -> list[ConfigIssue]:
+    """What a route's own keys need of its auth mode and of each other."""
+    issues = []
+    uses = {name: template.uses for name, template in route.inject.items()}
+    used = frozenset().union(*uses.values())
+    if route.auth == "public":
+        for name, placeholders in uses.items():
+            if placeholders - {"service_token"}:
+                issues.append(ConfigIssue(f"{where}.inject.{name}",
+                                          f"inject.{name} needs an identity, which a public route has none of"))
+        if route.assertion:
+            issues.append(ConfigIssue(f"{where}.assertion", "assertion needs an identity: a public route has none"))
+    if route.allow is not None and route.auth in ("public", "optional"):
+        issues.append(ConfigIssue(f"{where}.allow", f"allow needs an identity, and an {route.auth} route admits "
+                                  "anonymous callers: use auth: login"))
+    if route.pass_authorization and route.auth not in ("bearer", "public"):
+        issues.append(ConfigIssue(f"{where}.pass_authorization", "pass_authorization is for bearer and public routes: "
+                                  "on a route with sessions the client's own Authorization would reach the upstream "
+                                  "unverified, next to the identity the proxy injects"))
+    if route.allow is not None and route.allow.scopes is not None and route.auth != "bearer":
+        issues.append(ConfigIssue(f"{where}.allow.scopes", "allow.scopes applies to bearer tokens: use it on auth: "
+                                  "bearer routes"))
+    if route.service_token is None and "service_token" in used:
+        issues.append(ConfigIssue(f"{where}.inject", "inject uses {service_token}: configure service_token on this route"))
+    if (route.service_token is not None and "service_token" not in used
+            and any(name.lower() == "authorization" for name in uses)):
+        issues.append(ConfigIssue(f"{where}.service_token", "service_token is sent as Authorization unless a template "
+                                  "names {service_token}, but inject already sets Authorization: use {service_token} "
+                                  "in one of the templates"))
+    return issues
+
+
+def provider_issues(oidc: OidcConfig, where: str = "oidc") -> list[ConfigIssue]:
+    """The provider's keys against each other: client authentication, and issuers that fit
+    the provider (a Cognito pool's issuers are derived from ``issuer``)."""
+    issues = []
+    if oidc.provider == "cognito" and oidc.cognito_domain is None:
+        issues.append(ConfigIssue(f"{where}.cognito_domain", "provider cognito needs cognito_domain (the hosted UI domain)"))
+    if "openid" not in oidc.scopes:
+        issues.append(ConfigIssue(f"{where}.scopes", "scopes must include openid"))
+    if oidc.client_auth == "none" and oidc.client_secret is not None:
+        issues.append(ConfigIssue(f"{where}.client_secret", "client_auth none is for public clients: remove client_secret"))
+    if oidc.client_auth != "none" and oidc.client_secret is None:
+        issues.append(ConfigIssue(f"{where}.client_secret", f"client_auth {oidc.client_auth} needs client_secret"))
+    aws = cognito.AwsIssuer.parse(oidc.issuer)
+    if oidc.provider == "generic":
+        if aws is not None:
+            # Cognito access tokens carry client_id and never aud, which generic bearer rules require.
+            issues.append(ConfigIssue(f"{where}.provider", "issuer is an AWS Cognito user pool: write provider: cognito "
+                                      "and cognito_domain (the pool's hosted UI domain), not provider: generic"))
+        for key in ("cognito_replica_regions", "issuer_aliases"):
+            if getattr(oidc, key):
+                issues.append(ConfigIssue(f"{where}.{key}", f"{key} is for provider: cognito"))
+        return issues
+    for index, region in enumerate(oidc.cognito_replica_regions):
+        if not cognito.REGION.fullmatch(region):
+            issues.append(ConfigIssue(f"{where}.cognito_replica_regions[{index}]",
+                                      f"{region!r} is not an AWS region like eu-west-1"))
+    if aws is not None:
+        if not cognito.POOL_ID.fullmatch(aws.pool_id):
+            issues.append(ConfigIssue(f"{where}.issuer", f"issuer names {aws.pool_id!r}, which is not a user pool id "
+                                      "like eu-west-1_AbC123"))
+        if oidc.issuer_aliases:
+            issues.append(ConfigIssue(f"{where}.issuer_aliases", "an AWS user pool's issuers are derived from issuer; "
+                                      "remove issuer_aliases"))
+    elif oidc.cognito_replica_regions:
+        issues.append(ConfigIssue(f"{where}.cognito_replica_regions", "cognito_replica_regions needs issuer to be the "
+                                  "pool's https://cognito-idp.REGION.amazonaws.com/POOL_ID"))
+    pool = cognito.last_segment(oidc.issuer)
+    for index, alias in enumerate(oidc.issuer_aliases):
+        if cognito.last_segment(alias) != pool:
+            issues.append(ConfigIssue(f"{where}.issuer_aliases[{index}]",
+                                      f"{alias} does not end in the pool of issuer ({pool!r})"))
     return issues
 
 

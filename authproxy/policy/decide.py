@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from authproxy.config.schema import SESSION_MODES
 from authproxy.policy.allow import Denial
 from authproxy.policy.routes import Route
 
@@ -116,11 +117,14 @@ class Forbidden:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """400: a request no check can be made of."""
+    """A request refused for what it is, not for who sent it: 400 when no check can be
+    made of it, 403 for a WebSocket opened by a page of another site."""
 
     message: str
     reason: str
-    outcome: str = UNAUTHORIZED
+    outcome: str | None = UNAUTHORIZED
+    status: int = 400
+    error: str = "bad_request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +147,23 @@ _ALLOW_VIA = {SESSION: ALLOW_SESSION, BEARER: ALLOW_BEARER}
 SIGN_IN = SignIn()
 NO_TOKEN = Unauthorized(f"Bearer {REALM}", "a bearer access token is required", "no_token", api=True)
 SEVERAL_AUTHORIZATIONS = Refused("more than one Authorization header", "several_authorization_headers")
+# Cross-site WebSocket hijacking: the cookie goes along from any page of any site, and no
+# CORS check stands between a page and a socket (RFC 6455 10.2): the Origin must be ours.
+CROSS_SITE_WEBSOCKET = Refused("pages of this origin may not open a WebSocket here", "websocket_origin",
+                               outcome=None, status=403, error="websocket_origin")
 _UNAVAILABLE = {
     NOT_READY: Unavailable("not_ready", "token checks are not available yet", "not_ready"),
     KEYS_UNAVAILABLE: Unavailable("idp_unavailable", "token checks are not available right now", "jwks"),
 }
+
+
+def decide_upgrade(route: Route, origin_allowed: bool) -> Refused | None:
+    """The refusal of a WebSocket upgrade already allowed by ``decide``, if any: on routes
+    with sessions, a page whose origin ``websocket_origins`` (default: our own hosts) does
+    not admit may not open one. ``origin_allowed``: proxy/websocket.py's ``origin_allowed``."""
+    if route.auth in SESSION_MODES and not origin_allowed:
+        return CROSS_SITE_WEBSOCKET
+    return None
 
 
 def uses_bearer(mode: str, has_token: bool) -> bool:

@@ -101,7 +101,7 @@ class Route:
         if methods and "GET" in methods:
             methods.add("HEAD")  # HEAD is GET without the body (RFC 9110 9.3.2)
         self.methods = frozenset(methods) if methods else None
-        self.upstream = Upstream.compile(config.upstream)  # type: ignore[arg-type]
+        self.upstream = Upstream.compile(config.upstream)
         self.strip_prefix = config.strip_prefix
         self.preserve_host = config.preserve_host
         self.allow_encoded_slashes = config.allow_encoded_slashes
@@ -149,12 +149,15 @@ class Route:
         return base + path if base else path
 
 
+_SERVICE_TOKEN_BEARER = parse_template("Bearer {service_token}")
+
+
 def _injections(config: RouteConfig) -> tuple[tuple[str, Template], ...]:
     """The route's header templates; a service_token that no template names is sent as
     ``Authorization: Bearer {service_token}``, which is what an upstream API expects."""
-    injections = [(name, parse_template(value)) for name, value in config.inject.items()]
+    injections = list(config.inject.items())  # parsed once, by the schema
     if config.service_token is not None and not any("service_token" in template.uses for _, template in injections):
-        injections.append(("Authorization", parse_template("Bearer {service_token}")))
+        injections.append(("Authorization", _SERVICE_TOKEN_BEARER))
     return tuple(injections)
 
 

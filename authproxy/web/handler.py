@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from authproxy import metrics
-from authproxy.config.schema import SESSION_MODES, Config
+from authproxy.config.schema import Config
 from authproxy.errors import (
     AuthproxyError,
     BadRequest,
@@ -29,12 +29,12 @@ from authproxy.errors import (
     UpstreamError,
 )
 from authproxy.logs import AccessLog, loggable_path
-from authproxy.policy.decide import REALM, Allow, Decision, Identity, Unauthorized, decide
+from authproxy.policy.decide import REALM, Allow, Decision, Identity, Unauthorized, decide, decide_upgrade
 from authproxy.policy.inject import SpoofGuard, groups_of, render_safe
 from authproxy.policy.original import OriginalRequest
 from authproxy.policy.original import describe as describe_original
 from authproxy.policy.paths import split_target
-from authproxy.policy.routes import RouteTable, request_host, valid_host_header
+from authproxy.policy.routes import Route, RouteTable, request_host, valid_host_header
 from authproxy.proxy.forward import Forwarder, RequestBody, UpstreamFailedEarly
 from authproxy.proxy.headers import (
     TrustedProxies,
@@ -52,7 +52,7 @@ from authproxy.web.render import answer, answers, error_answer, log_upstream_err
 from authproxy.web.resolve import Target, resolve
 
 if TYPE_CHECKING:  # sign-in (joserfc, cryptography) is imported only when configured
-    from multidict import CIMultiDictProxy
+    from multidict import CIMultiDict, CIMultiDictProxy
 
     from authproxy.policy.assertion import AssertionSigner
     from authproxy.web.signin import SignIn
@@ -87,6 +87,22 @@ class Rules:
         self.gate = gate
 
 
+class _Exchange:
+    """What the metrics and the access log say of one request, filled in as it is served."""
+
+    __slots__ = ("path", "query", "route", "user", "status", "status_if_cut", "upstream_status", "refusal")
+
+    def __init__(self, raw_path: str):
+        self.path = raw_path  # the normalised path once resolved
+        self.query = ""
+        self.route: str | None = None
+        self.user: str | None = None  # the identity's sub
+        self.status = 500  # what the client got (a bug that escapes is answered 500 by the listener)
+        self.status_if_cut = CLIENT_CLOSED  # what the log says when the connection ends mid-answer
+        self.upstream_status: int | None = None
+        self.refusal: str | None = None  # why the proxy refused, when it did
+
+
 class ProxyHandler:
     """Handles every request on the proxy listener."""
 
@@ -102,178 +118,193 @@ class ProxyHandler:
         self.stats = metrics.STATS
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The whole exchange: ``_serve`` answers; errors that end the request are rendered
+        here, once; the metrics and the access log are written whatever happened."""
         started = time.perf_counter()
-        headers = request.headers
-        request_id = request_id_from(headers)
-        peer = request.remote or ""
+        request_id = request_id_from(request.headers)
         rules = self.rules  # this request keeps these rules, even if a reload swaps them
-        peer_trusted = rules.trusted.contains(peer)
-        route_name: str | None = None
-        user: str | None = None
-        upstream_status: int | None = None
-        refusal: str | None = None  # why the proxy refused, when it did: for the access log
-        status = 500
-        status_if_cut = CLIENT_CLOSED  # what the log says when the connection ends mid-response
-        path, query = request.raw_path, ""
+        exchange = _Exchange(request.raw_path)
         stats = self.stats
         stats.in_flight += 1
         try:
             try:
-                path, query = split_target(request.raw_path)
-                host_header = effective_host(headers, peer_trusted)
-                target = resolve(rules.routes, request.method, host_header, path, query)
-                path = target.path
-                if path == JWKS_PATH and rules.gate.signer is not None:
-                    route_name = SIGN_IN_ROUTE
-                    response = _jwks_response(rules.gate.signer)
-                    status = response.status
-                    return response
-                if self.own_endpoints and path.startswith(self.own_prefix):
-                    route_name = SIGN_IN_ROUTE
-                    response = await self._own_endpoint(request, rules, peer, request_id, path[len(self.own_prefix):])
-                    status = response.status
-                    return response
-                route = target.route
-                if route is None:
-                    raise RouteNotFound("no route matches this request")
-                route_name = route.name
-                if target.slash_refused:
-                    raise BadRequest("encoded slashes (%2F, %5C) are not allowed on this route")
-                scheme = effective_scheme(headers, peer_trusted, request.scheme)
-                identity: Identity | None = None
-                preflight = False
-                if route.auth == "public":  # decide()'s answer for public routes, without a coroutine
-                    stats.authenticated(route_name, metrics.AUTH_PUBLIC)
-                else:
-                    preflight = route.skip_auth_preflight and _is_cors_preflight(request)
-                    identity, facts = await rules.gate.identify(request, route, request_id, preflight=preflight)
-                    if identity is not None:
-                        user = identity.sub
-                    decision = decide(route, identity, facts)
-                    if decision.outcome is not None:
-                        stats.authenticated(route_name, decision.outcome)
-                    if decision.__class__ is not Allow:
-                        response = self._refusal(decision, rules.gate, request_id, headers.get("Accept"), target, scheme)
-                        status = response.status
-                        refusal = decision.reason
-                        return response
-                length = request.content_length
-                if route.max_body is not None and length is not None and length > route.max_body:
-                    raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
-
-                upstream_path = route.upstream_path(path, target.matched)
-                upstream_headers = upstream_request_headers(
-                    headers,
-                    peer=peer,
-                    peer_trusted=peer_trusted,
-                    scheme=scheme,
-                    host_header=host_header,
-                    upstream_host=None if route.preserve_host else route.upstream.host_header,
-                    request_id=request_id,
-                    strip=rules.strip[route],
-                )
-                if (route.injections or route.assertion) and not preflight:
-                    for name, value in await rules.gate.identity_headers(route, identity, request_id):
-                        upstream_headers[name] = value
-                sign_in = self.sign_in
-                if sign_in is not None and "Cookie" in upstream_headers:
-                    # The proxy's own cookies are for the proxy: an upstream never sees them.
-                    cookie = without_own_cookies("; ".join(upstream_headers.popall("Cookie")), sign_in.cookies)
-                    if cookie is not None:
-                        upstream_headers["Cookie"] = cookie
-                if is_websocket_upgrade(request):
-                    watch = None
-                    if route.auth in SESSION_MODES and sign_in is not None:
-                        # Cross-site WebSocket hijacking: the cookie goes along from any page of the site.
-                        if not origin_allowed(headers.get("Origin"), route.config.websocket_origins,
-                                              request_host(host_header), sign_in.redirects.is_own_host):
-                            status, refusal = 403, "websocket_origin"
-                            return error_response(403, "websocket_origin", "pages of this origin may not open "
-                                                  "a WebSocket here", request_id, accept=headers.get("Accept"))
-                        ticket = SessionTicket.parse(request_cookies(headers.get("Cookie")).get(sign_in.cookies.session_name))
-                        if identity is not None and identity.via == metrics.AUTH_SESSION and ticket is not None:
-                            # Closed (1008) once the session ends: checked every half cache TTL.
-                            watch = SessionWatch(sign_in.sessions, ticket, rules.config.store.cache.ttl / 2)
-                    relay = WebSocketRelay(
-                        self.forwarder.session, route.max_body, route.connect_timeout + route.read_timeout, watch
-                    )
-                    url = self.forwarder.websocket_url(route, upstream_path, query)
-                    response = await relay.run(request, url, upstream_headers, request_id)
-                    upstream_status = relay.upstream_status
-                    status = response.status
-                    return response
-
-                body = None
-                if preflight:  # a preflight has no body to pass on, whatever the client sent
-                    upstream_headers.popall("Content-Length", None)
-                elif request.body_exists:
-                    await self._answer_expect(request)
-                    body = RequestBody(request.content, route.max_body, self.idle_timeout)
-                sent = time.perf_counter()
-                # The client leaving during its upload raises ClientBodyFailed, a ClientGone.
-                upstream = await self.forwarder.send(
-                    request, route, upstream_path + "?" + query if query else upstream_path, upstream_headers, body
-                )
-                self.stats.upstream(route_name, time.perf_counter() - sent)
-                upstream_status = status = upstream.status
-                try:
-                    return await self.forwarder.relay(request, upstream, request_id)
-                except UpstreamFailedEarly as failed:
-                    # Nothing sent yet: answered with an error page below. When the client's own
-                    # body failed first (too large, stalled, gone), that is the answer.
-                    cause = upstream.body_error
-                    if isinstance(cause, RequestRejected):
-                        raise cause from None
-                    if cause is not None:
-                        raise ClientGone() from None
-                    raise failed.error from None
-                except ClientGone:
-                    upstream.close()
-                    raise
-                except UpstreamError as exc:
-                    # Headers are already sent: the only honest signal left is to cut the connection.
-                    cause = upstream.body_error
-                    if cause is not None:  # the client's body failed, not the upstream
-                        status_if_cut = getattr(cause, "status", CLIENT_CLOSED)
-                    else:
-                        status_if_cut = exc.status
-                        metrics.UPSTREAM_ERRORS.labels(route_name, exc.kind).inc()
-                        log_upstream_error(request_id, route_name, exc, after_headers=True)
-                    upstream.close()
-                    if request.transport is not None:
-                        request.transport.abort()
-                    raise ClientGone() from None
-                finally:
-                    if upstream.uploading:  # the upstream answered before the body was all sent
-                        await upstream.stop_upload()
-                    upstream.release()
+                response = await self._serve(request, rules, request_id, exchange)
             except ClientGone:
                 raise  # control flow, not an answer: handled below
             except AuthproxyError as exc:
                 if not answers(exc):
                     raise  # not an answer of its own: a bug, answered 500 by the listener
-                status = type(exc).status or 500
-                return error_answer(exc, request_id, headers.get("Accept"), route_name)
+                response = error_answer(exc, request_id, request.headers.get("Accept"), exchange.route)
+            exchange.status = response.status
+            return response
         except ClientGone:
-            status = status_if_cut
-            return web.Response(status=status)  # never reaches the client: its connection is gone
+            exchange.status = exchange.status_if_cut
+            return web.Response(status=exchange.status)  # never reaches the client: its connection is gone
         finally:
             stats.in_flight -= 1
             elapsed = time.perf_counter() - started
-            stats.request(route_name or metrics.NO_ROUTE, request.method, status, elapsed)
+            stats.request(exchange.route or metrics.NO_ROUTE, request.method, exchange.status, elapsed)
             if self.access_log.enabled:
-                self.access_log.write(
-                    request_id=request_id,
-                    method=request.method,
-                    path=loggable_path(path, query),
-                    route=route_name,
-                    status=status,
-                    upstream_status=upstream_status,
-                    duration=elapsed,
-                    client=client_address(peer, headers.getall("X-Forwarded-For", ()), rules.trusted),
-                    user=user,
-                    refusal=refusal,
-                )
+                self._log(request, rules, request_id, exchange, elapsed)
+
+    async def _serve(
+        self, request: web.BaseRequest, rules: Rules, request_id: str, exchange: _Exchange
+    ) -> web.StreamResponse:
+        """resolve -> identify -> decide -> the upstream's request -> forward (or relay a WebSocket)."""
+        headers = request.headers
+        peer = request.remote or ""
+        peer_trusted = rules.trusted.contains(peer)
+        path, query = split_target(request.raw_path)
+        exchange.path, exchange.query = path, query
+        host_header = effective_host(headers, peer_trusted)
+        target = resolve(rules.routes, request.method, host_header, path, query)
+        exchange.path = path = target.path
+        if path == JWKS_PATH and rules.gate.signer is not None:
+            exchange.route = SIGN_IN_ROUTE
+            return _jwks_response(rules.gate.signer)
+        if self.own_endpoints and path.startswith(self.own_prefix):
+            exchange.route = SIGN_IN_ROUTE
+            return await self._own_endpoint(request, rules, peer, request_id, path[len(self.own_prefix):])
+        route = target.route
+        if route is None:
+            raise RouteNotFound("no route matches this request")
+        exchange.route = route.name
+        if target.slash_refused:
+            raise BadRequest("encoded slashes (%2F, %5C) are not allowed on this route")
+        scheme = effective_scheme(headers, peer_trusted, request.scheme)
+        identity: Identity | None = None
+        preflight = False
+        if route.auth == "public":  # decide()'s answer for public routes, without a coroutine
+            self.stats.authenticated(route.name, metrics.AUTH_PUBLIC)
+        else:
+            preflight = route.skip_auth_preflight and _is_cors_preflight(request)
+            identity, facts = await rules.gate.identify(request, route, request_id, preflight=preflight)
+            if identity is not None:
+                exchange.user = identity.sub
+            decision = decide(route, identity, facts)
+            if decision.outcome is not None:
+                self.stats.authenticated(route.name, decision.outcome)
+            if decision.__class__ is not Allow:
+                exchange.refusal = decision.reason
+                return self._refusal(decision, rules.gate, request_id, headers.get("Accept"), target, scheme)
+        length = request.content_length
+        if route.max_body is not None and length is not None and length > route.max_body:
+            raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
+
+        upstream_headers = upstream_request_headers(
+            headers,
+            peer=peer,
+            peer_trusted=peer_trusted,
+            scheme=scheme,
+            host_header=host_header,
+            upstream_host=None if route.preserve_host else route.upstream.host_header,
+            request_id=request_id,
+            strip=rules.strip[route],
+        )
+        if (route.injections or route.assertion) and not preflight:
+            for name, value in await rules.gate.identity_headers(route, identity, request_id):
+                upstream_headers[name] = value
+        sign_in = self.sign_in
+        if sign_in is not None and "Cookie" in upstream_headers:
+            # The proxy's own cookies are for the proxy: an upstream never sees them.
+            cookie = without_own_cookies("; ".join(upstream_headers.popall("Cookie")), sign_in.cookies)
+            if cookie is not None:
+                upstream_headers["Cookie"] = cookie
+        upstream_path = route.upstream_path(path, target.matched)
+        if is_websocket_upgrade(request):
+            return await self._websocket(request, rules, route, target, identity, upstream_headers, upstream_path,
+                                         request_id, exchange)
+        return await self._forward(request, route, upstream_path + "?" + query if query else upstream_path,
+                                   upstream_headers, preflight, request_id, exchange)
+
+    async def _forward(
+        self, request: web.BaseRequest, route: Route, upstream_target: str, upstream_headers: CIMultiDict[str],
+        preflight: bool, request_id: str, exchange: _Exchange,
+    ) -> web.StreamResponse:
+        """Send the request on and stream the answer back. Once the answer's head is sent,
+        the only honest signal of a failure is to cut the connection."""
+        body = None
+        if preflight:  # a preflight has no body to pass on, whatever the client sent
+            upstream_headers.popall("Content-Length", None)
+        elif request.body_exists:
+            await self._answer_expect(request)
+            body = RequestBody(request.content, route.max_body, self.idle_timeout)
+        sent = time.perf_counter()
+        # The client leaving during its upload raises ClientBodyFailed, a ClientGone.
+        upstream = await self.forwarder.send(request, route, upstream_target, upstream_headers, body)
+        self.stats.upstream(route.name, time.perf_counter() - sent)
+        exchange.upstream_status = upstream.status
+        try:
+            return await self.forwarder.relay(request, upstream, request_id)
+        except UpstreamFailedEarly as failed:
+            # Nothing sent yet: answered with an error page. When the client's own body
+            # failed first (too large, stalled, gone), that is the answer.
+            cause = upstream.body_error
+            if isinstance(cause, RequestRejected):
+                raise cause from None
+            if cause is not None:
+                raise ClientGone() from None
+            raise failed.error from None
+        except ClientGone:
+            upstream.close()
+            raise
+        except UpstreamError as exc:
+            cause = upstream.body_error
+            if cause is not None:  # the client's body failed, not the upstream
+                exchange.status_if_cut = getattr(cause, "status", CLIENT_CLOSED)
+            else:
+                exchange.status_if_cut = exc.status
+                metrics.UPSTREAM_ERRORS.labels(route.name, exc.kind).inc()
+                log_upstream_error(request_id, route.name, exc, after_headers=True)
+            upstream.close()
+            if request.transport is not None:
+                request.transport.abort()
+            raise ClientGone() from None
+        finally:
+            if upstream.uploading:  # the upstream answered before the body was all sent
+                await upstream.stop_upload()
+            upstream.release()
+
+    async def _websocket(
+        self, request: web.BaseRequest, rules: Rules, route: Route, target: Target, identity: Identity | None,
+        upstream_headers: CIMultiDict[str], upstream_path: str, request_id: str, exchange: _Exchange,
+    ) -> web.StreamResponse:
+        """Relay a WebSocket upgrade the route allowed; on routes with sessions, only from
+        our own pages, and closed once the session ends."""
+        headers = request.headers
+        sign_in = self.sign_in
+        watch = None
+        if sign_in is not None:
+            same_site = origin_allowed(headers.get("Origin"), route.config.websocket_origins,
+                                       request_host(target.host_header), sign_in.redirects.is_own_host)
+            refusal = decide_upgrade(route, same_site)
+            if refusal is not None:
+                exchange.refusal = refusal.reason
+                return self._refusal(refusal, rules.gate, request_id, headers.get("Accept"), target, "")
+            ticket = SessionTicket.parse(request_cookies(headers.get("Cookie")).get(sign_in.cookies.session_name))
+            if identity is not None and identity.via == metrics.AUTH_SESSION and ticket is not None:
+                # Closed (1008) once the session ends: checked every half cache TTL.
+                watch = SessionWatch(sign_in.sessions, ticket, rules.config.store.cache.ttl / 2)
+        relay = WebSocketRelay(self.forwarder.session, route.max_body, route.connect_timeout + route.read_timeout, watch)
+        url = self.forwarder.websocket_url(route, upstream_path, target.query)
+        response = await relay.run(request, url, upstream_headers, request_id)
+        exchange.upstream_status = relay.upstream_status
+        return response
+
+    def _log(self, request: web.BaseRequest, rules: Rules, request_id: str, exchange: _Exchange, elapsed: float) -> None:
+        headers = request.headers
+        self.access_log.write(
+            request_id=request_id,
+            method=request.method,
+            path=loggable_path(exchange.path, exchange.query),
+            route=exchange.route,
+            status=exchange.status,
+            upstream_status=exchange.upstream_status,
+            duration=elapsed,
+            client=client_address(request.remote or "", headers.getall("X-Forwarded-For", ()), rules.trusted),
+            user=exchange.user,
+            refusal=exchange.refusal,
+        )
 
     async def _own_endpoint(
         self, request: web.BaseRequest, rules: Rules, peer: str, request_id: str, endpoint: str

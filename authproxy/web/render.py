@@ -51,7 +51,7 @@ def answer(
         # API clients' checks (bearer tokens): JSON whatever they accept (RFC 6750 3).
         return error_response(503, decision.error, decision.message, request_id, accept=JSON, retry_after=RETRY_AFTER)
     if isinstance(decision, Refused):
-        return error_response(400, "bad_request", decision.message, request_id, accept=JSON)
+        return error_response(decision.status, decision.error, decision.message, request_id, accept=JSON)
     raise TypeError(f"not a refusal: {decision!r}")
 
 

@@ -20,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from authproxy import __version__, metrics
-from authproxy.config.schema import Config, TlsConfig
+from authproxy.config.schema import Config, ListenAddress, TlsConfig
 from authproxy.logs import AccessLog, log
 from authproxy.proxy.forward import Forwarder
 from authproxy.web.admin import Readiness, admin_app, readiness_probe
@@ -43,6 +43,63 @@ SNAPSHOT_INTERVAL = 1.0  # seconds; the supervisor's /metrics lags the workers b
 FLUSH_EXTRA = 5.0  # seconds past shutdown_timeout to save refreshed tokens (the supervisor waits 10)
 
 
+class Parts:
+    """What one serving process holds open for its lifetime, built once at start-up and
+    closed once at the end; configuration reloads swap only the ``Rules`` built on it."""
+
+    def __init__(self, config: Config, readiness: Readiness):
+        self.clock = time.time  # the web edge's one wall clock: sign-in, sessions' checks, tokens, assertions
+        self.readiness = readiness
+        self.forwarder = Forwarder(client_idle_timeout=config.limits.client_idle_timeout)
+        self.idp_http: aiohttp.ClientSession | None = None
+        self.provider: ProviderLink | None = None
+        self.sign_in: SignIn | None = None
+        self.service_tokens: ServiceTokens | None = None
+        self.store: SessionStore | None = None
+        self.loading: asyncio.Task[None] | None = None  # the provider's discovery and keys
+
+    async def open(self, config: Config) -> None:
+        await self.forwarder.start()
+        if config.oidc is None:
+            return
+        # Only now: the provider link brings joserfc and cryptography.
+        from authproxy.oidc.service_tokens import ServiceTokens
+        from authproxy.web.provider import ProviderLink
+
+        # trust_env: HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply to the provider's calls when set
+        # (botocore honours them for DynamoDB on its own). Upstreams are never proxied.
+        self.idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True,
+                                              connector=aiohttp.TCPConnector(ssl=provider_tls(config.oidc.ca_file)))
+        provider = self.provider = ProviderLink(config.oidc, self.idp_http, self.readiness)
+        self.service_tokens = ServiceTokens(lambda: provider.client)
+        if config.session is not None and config.public_url is not None:
+            from authproxy.store.factory import open_store
+            from authproxy.web.signin import SignIn
+
+            self.store = await open_store(config.store)
+            self.sign_in = SignIn(config, provider, self.store, self.clock)
+        self.loading = asyncio.create_task(provider.load())
+
+    def rules(self, config: Config) -> Rules:
+        """The compiled rules of ``config`` (at start-up and at each reload)."""
+        signer = None
+        if config.assertion is not None and config.public_url is not None:
+            from authproxy.policy.assertion import AssertionSigner
+
+            keys = [key.get_secret_value() for key in config.assertion.signing_keys]
+            signer = AssertionSigner(keys, str(config.public_url).rstrip("/"), config.assertion.lifetime)
+        return Rules(config, Gate(config, self.provider, self.sign_in, self.service_tokens, signer, self.clock))
+
+    async def close(self) -> None:
+        if self.loading is not None:
+            self.loading.cancel()
+        await self.forwarder.close()
+        if self.idp_http is not None:
+            await self.idp_http.close()
+        if self.store is not None:
+            await self.store.close()
+
+
 async def serve(
     config: Config,
     *,
@@ -63,135 +120,93 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     readiness = Readiness()
-    clock = time.time  # the web edge's one wall clock: sign-in, sessions' checks, tokens, assertions
-    forwarder = Forwarder(client_idle_timeout=config.limits.client_idle_timeout)
-    await forwarder.start()
-    idp_http: aiohttp.ClientSession | None = None
-    provider: ProviderLink | None = None
-    sign_in: SignIn | None = None
-    service_tokens: ServiceTokens | None = None
-    loading: asyncio.Task[None] | None = None
-    reporting: asyncio.Task[None] | None = None
-    watching: asyncio.Task[None] | None = None
-    store: SessionStore | None = None
-    if config.oidc is not None:
-        # Only then: the provider link brings joserfc and cryptography.
-        from authproxy.oidc.service_tokens import ServiceTokens
-        from authproxy.web.provider import ProviderLink
-
-        # trust_env: HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply to the provider's calls when set
-        # (botocore honours them for DynamoDB on its own). Upstreams are never proxied.
-        idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True,
-                                         connector=aiohttp.TCPConnector(ssl=provider_tls(config.oidc.ca_file)))
-        provider = ProviderLink(config.oidc, idp_http, readiness)
-        service_tokens = ServiceTokens(lambda: provider.client if provider is not None else None)
-        if config.session is not None and config.public_url is not None:
-            from authproxy.store.factory import open_store
-            from authproxy.web.signin import SignIn
-
-            store = await open_store(config.store)
-            sign_in = SignIn(config, provider, store, clock)
-        loading = asyncio.create_task(provider.load())
-
-    def compile_rules(new: Config) -> Rules:
-        signer = None
-        if new.assertion is not None and new.public_url is not None:
-            from authproxy.policy.assertion import AssertionSigner
-
-            keys = [key.get_secret_value() for key in new.assertion.signing_keys]
-            signer = AssertionSigner(keys, str(new.public_url).rstrip("/"), new.assertion.lifetime)
-        return Rules(new, Gate(new, provider, sign_in, service_tokens, signer, clock))
-
-    handler = ProxyHandler(compile_rules(config), forwarder, AccessLog(config.log), sign_in)
-
-    listener_tls = listener_tls_context(config.tls) if config.tls is not None else None
-
-    def apply(new: Config, _text: str) -> None:
-        if listener_tls is not None and new.tls is not None:
-            # New handshakes get the renewed certificate; open connections keep theirs.
-            listener_tls.load_cert_chain(new.tls.cert_file, new.tls.key_file)
-        rules = compile_rules(new)
-        if sign_in is not None:
-            sign_in.routes_changed(new)
-        handler.rules = rules  # one assignment: a request sees the old rules or the new, never a mix
-
-    reloader = Reloader(config_path, config, apply, config_dir) if config_path is not None else None
-    loop.add_signal_handler(signal.SIGHUP, on_signal_reload(reloader))
-    if reloader is not None and config.reload == "watch":
-        watching = asyncio.create_task(reloader.watch())
-    # Draining is ours (see _drain); aiohttp's own wait then only closes what is left.
-    runner = web.ServerRunner(SafeServer(handler, **server_options(config)), shutdown_timeout=_FINAL_CLOSE)
+    parts = Parts(config, readiness)
+    background: list[asyncio.Task[None]] = []
+    runner: web.ServerRunner | None = None
     admin_runner: web.AppRunner | None = None
     try:
+        await parts.open(config)
+        handler = ProxyHandler(parts.rules(config), parts.forwarder, AccessLog(config.log), parts.sign_in)
+        listener_tls = listener_tls_context(config.tls) if config.tls is not None else None
+
+        def apply(new: Config, _text: str) -> None:
+            if listener_tls is not None and new.tls is not None:
+                # New handshakes get the renewed certificate; open connections keep theirs.
+                listener_tls.load_cert_chain(new.tls.cert_file, new.tls.key_file)
+            rules = parts.rules(new)
+            if parts.sign_in is not None:
+                parts.sign_in.routes_changed(new)
+            handler.rules = rules  # one assignment: a request sees the old rules or the new, never a mix
+
+        reloader = Reloader(config_path, config, apply, config_dir) if config_path is not None else None
+        loop.add_signal_handler(signal.SIGHUP, on_signal_reload(reloader))
+        if reloader is not None and config.reload == "watch":
+            background.append(asyncio.create_task(reloader.watch()))
+        # Draining is ours (see _drain); aiohttp's own wait then only closes what is left.
+        runner = web.ServerRunner(SafeServer(handler, **server_options(config)), shutdown_timeout=_FINAL_CLOSE)
         await runner.setup()
-        listen = config.listen
-        site = web.TCPSite(runner, listen.host, listen.port, reuse_port=reuse_port or None, backlog=1024,
-                           ssl_context=listener_tls)
-        try:
-            await site.start()
-        except OSError as exc:
-            log().error("listen_failed", extra={"fields": {"address": str(listen), "error": exc.strerror or str(exc)}})
+        if not await _listen(runner, config.listen, reuse_port=reuse_port, ssl_context=listener_tls):
             return 1
         if serve_admin:
             admin_runner = SafeAppRunner(admin_app(readiness_probe(readiness)), access_log=None)
             await admin_runner.setup()
-            admin = config.admin_listen
-            try:
-                await web.TCPSite(admin_runner, admin.host, admin.port, backlog=128).start()
-            except OSError as exc:
-                log().error("listen_failed", extra={"fields": {"address": str(admin), "error": exc.strerror or str(exc)}})
+            if not await _listen(admin_runner, config.admin_listen, backlog=128):
                 return 1
 
         _tune_garbage_collector()
         readiness.done("startup")
-        reporting = asyncio.create_task(_report_when_ready(readiness, status_fd)) if status_fd is not None else None
-        log().info(
-            "started",
-            extra={
-                "fields": {
-                    "version": __version__,
-                    "listen": str(config.listen),
-                    "admin_listen": str(config.admin_listen) if serve_admin else None,
-                    "routes": len(config.routes),
-                    "pid": os.getpid(),
-                }
-            },
-        )
+        if status_fd is not None:
+            background.append(asyncio.create_task(_report_when_ready(readiness, status_fd)))
+        log().info("started", extra={"fields": {
+            "version": __version__, "listen": str(config.listen),
+            "admin_listen": str(config.admin_listen) if serve_admin else None,
+            "routes": len(config.routes), "pid": os.getpid()}})
         snapshots = asyncio.create_task(_write_snapshots(metrics_dir)) if metrics_dir else None
         await stop.wait()
         log().info("stopping", extra={"fields": {"shutdown_timeout_s": config.shutdown_timeout}})
         readiness.pending("shutdown", "shutting down")
         _report(status_fd, STATUS_STOPPING)
-        # Refreshed tokens the store has not taken yet are written now, while requests
-        # drain, and again for what the drained requests left; all before the store
-        # closes and before the supervisor's hard kill (shutdown_timeout + 10 s).
-        flush_until = loop.time() + config.shutdown_timeout + FLUSH_EXTRA
-        flushing = (asyncio.create_task(sign_in.sessions.flush(flush_until - loop.time(), final=False))
-                    if sign_in is not None else None)
-        await _drain(runner, config.shutdown_timeout)
-        if flushing is not None and sign_in is not None:
-            await flushing
-            await sign_in.sessions.flush(max(0.0, flush_until - loop.time()))
+        await _shut_down(runner, parts.sign_in, config.shutdown_timeout)
         if snapshots is not None:
             snapshots.cancel()
             metrics.write_snapshot(metrics_dir, f"worker-{os.getpid()}")  # type: ignore[arg-type]
         log().info("stopped", extra={"fields": {"pid": os.getpid()}})
         return 0
     finally:
-        if loading is not None:
-            loading.cancel()
-        if reporting is not None:
-            reporting.cancel()
-        if watching is not None:
-            watching.cancel()
-        await runner.cleanup()
-        await forwarder.close()
-        if idp_http is not None:
-            await idp_http.close()
-        if store is not None:
-            await store.close()
+        for task in background:
+            task.cancel()
+        if runner is not None:
+            await runner.cleanup()
+        await parts.close()
         if admin_runner is not None:
             await admin_runner.cleanup()
+
+
+async def _listen(runner: web.BaseRunner, address: ListenAddress, *, reuse_port: bool = False, backlog: int = 1024,
+                  ssl_context: ssl.SSLContext | None = None) -> bool:
+    """Start listening on ``address``; False (logged) when the address cannot be had."""
+    site = web.TCPSite(runner, address.host, address.port, reuse_port=reuse_port or None, backlog=backlog,
+                       ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as exc:
+        log().error("listen_failed", extra={"fields": {"address": str(address), "error": exc.strerror or str(exc)}})
+        return False
+    return True
+
+
+async def _shut_down(runner: web.ServerRunner, sign_in: SignIn | None, timeout: float) -> None:
+    """Drain the listener, and save the refreshed tokens the store has not taken yet:
+    while requests drain, and again for what the drained requests left; all before the
+    store closes and before the supervisor's hard kill (shutdown_timeout + 10 s)."""
+    loop = asyncio.get_running_loop()
+    flush_until = loop.time() + timeout + FLUSH_EXTRA
+    flushing = (asyncio.create_task(sign_in.sessions.flush(flush_until - loop.time(), final=False))
+                if sign_in is not None else None)
+    await _drain(runner, timeout)
+    if flushing is not None and sign_in is not None:
+        await flushing
+        await sign_in.sessions.flush(max(0.0, flush_until - loop.time()))
 
 
 def provider_tls(ca_file: str | None) -> ssl.SSLContext | bool:

@@ -91,7 +91,7 @@ def test_store_section():
     [
         ("{name: a, upstream: 'http://u', auth: login, inject: {X-A: '{token}'}}", "routes[0].inject.X-A", "unknown placeholder"),
         ("{name: a, upstream: 'http://u', auth: login, inject: {'Bad Name': '{sub}'}}", "routes[0].inject", "header name"),
-        ("{name: a, upstream: 'http://u', auth: public, inject: {X-A: '{sub}'}}", "routes[0]", "needs an identity"),
+        ("{name: a, upstream: 'http://u', auth: public, inject: {X-A: '{sub}'}}", "routes[0].inject.X-A", "needs an identity"),
     ],
 )
 def test_inject_errors(route, path, words):

@@ -61,3 +61,22 @@ def test_a_valid_configuration_has_no_problems():
     text = THREE_MISTAKES.replace("workers: 2", "workers: 1").replace("__Host-s", "s").replace(
         "auth: bearer", "auth: login")
     assert validate(parse_config(text, "test.yaml", {})) == []
+
+
+def test_a_routes_own_rules_and_the_providers_come_all_at_once_with_lines():
+    # These were model validators that stopped at the first problem of their section.
+    text = """\
+public_url: "http://app.example.com"
+oidc: {issuer: "https://idp.example.com", client_id: c, client_auth: none, client_secret: s, scopes: [email]}
+session: {secrets: ["zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz"]}
+routes:
+  - name: open
+    upstream: "http://127.0.0.1:1"
+    auth: public
+    assertion: true
+    inject: {X-User: "{sub}"}
+    allow: {groups: [a]}
+"""
+    found = {(issue.path, issue.line) for issue in issues_of(text)}
+    assert {("oidc.client_secret", 2), ("oidc.scopes", 2), ("routes[0].assertion", 8),
+            ("routes[0].inject.X-User", 9), ("routes[0].allow", 10)} <= found, found

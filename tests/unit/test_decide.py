@@ -139,3 +139,15 @@ def test_outcomes_are_the_metric_label_values():
 ])
 def test_which_requests_are_checked_by_their_bearer_token(mode, has_token, uses):
     assert d.uses_bearer(mode, has_token) is uses
+
+
+@pytest.mark.parametrize("mode", ["public", "login", "bearer", "login_or_bearer", "optional"])
+@pytest.mark.parametrize("origin_allowed", [True, False])
+def test_a_cross_site_websocket_is_refused_only_where_cookies_are_the_credential(mode, origin_allowed):
+    refusal = d.decide_upgrade(route(mode), origin_allowed)
+    if origin_allowed or mode in ("public", "bearer"):
+        assert refusal is None
+    else:
+        assert refusal is d.CROSS_SITE_WEBSOCKET
+        assert (refusal.status, refusal.error, refusal.reason, refusal.outcome) == (403, "websocket_origin",
+                                                                                  "websocket_origin", None)
