@@ -2,7 +2,8 @@
 
     authproxy run --config FILE        serve (workers: N starts a supervisor)
     authproxy check-config FILE        validate; exit 0 with a summary, or 2 listing every error
-    authproxy store init --config FILE create the DynamoDB session table; idempotent
+    authproxy store init --config FILE create the DynamoDB session table, or add what an older
+                                       release's table lacks (the back-channel logout indexes); idempotent
     authproxy demo [--port 8480]       the demo: development provider, echo upstream and the proxy
     authproxy dev-idp [--port 9400]    a development OpenID provider that behaves like Cognito
     authproxy config-reference [-o FILE] [--json-schema FILE]
@@ -62,8 +63,13 @@ def _parser() -> argparse.ArgumentParser:
 
     store = commands.add_parser("store", help="session store administration")
     store_commands = store.add_subparsers(dest="store_command", metavar="STORE_COMMAND", required=True)
-    init = store_commands.add_parser("init", help="create the DynamoDB table (PAY_PER_REQUEST) and enable TTL; idempotent")
+    init = store_commands.add_parser(
+        "init", help="create the DynamoDB table (PAY_PER_REQUEST, TTL, the back-channel logout indexes), "
+                     "or add the indexes to an existing table; idempotent")
     init.add_argument("--config", "-c", default=os.environ.get("AUTHPROXY_CONFIG"), required=False)
+    init.add_argument("--wait", type=float, default=600.0, metavar="SECONDS",
+                      help="how long to wait for the table and each new index to become ACTIVE (an index added "
+                           "to a table with many sessions is backfilled first); default 600")
     init.set_defaults(func=_store_init)
 
     demo = commands.add_parser("demo", help="run the self-contained demo (development provider, echo upstream, proxy)")
@@ -219,8 +225,8 @@ def _store_init(args: argparse.Namespace) -> int:
         print("authproxy: store init: store.backend is not dynamodb; nothing to create", file=sys.stderr)
         return EXIT_CONFIG
     from authproxy.logs import configure_logging
-    from authproxy.store.base import StoreUnavailable
-    from authproxy.store.dynamodb import DynamoDBStore
+    from authproxy.store.base import StoreError
+    from authproxy.store.dynamodb import INDEXES, DynamoDBStore
 
     configure_logging(config.log)
     settings = config.store.dynamodb
@@ -229,13 +235,14 @@ def _store_init(args: argparse.Namespace) -> int:
         store = DynamoDBStore(settings.table, region=settings.region, endpoint_url=settings.endpoint_url)
         await store.open()
         try:
-            await store.create_table()
-        except StoreUnavailable as exc:
+            await store.create_table(args.wait, upgrade=True)
+        except StoreError as exc:
             print(f"authproxy: store init failed: {exc}", file=sys.stderr)
             return 1
         finally:
             await store.close()
-        print(f"table {settings.table} is ready (region {settings.region})")
+        indexes = ", ".join(index["IndexName"] for index in INDEXES)
+        print(f"table {settings.table} is ready (region {settings.region}; indexes {indexes})")
         return 0
 
     return asyncio.run(init())

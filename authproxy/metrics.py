@@ -53,6 +53,15 @@ BUILD_INFO.labels(__version__).set(1)
 LOGINS = Counter("authproxy_logins", "Sign-in callbacks by result (success, state_mismatch, idp_error, token_invalid, ...).",
                  ("result",))
 LOGOUTS = Counter("authproxy_logouts", "Sign-outs that ended a session.")
+# OpenID Connect Back-Channel Logout (web/backchannel.py).
+BACKCHANNEL_LOGOUTS = Counter(
+    "authproxy_backchannel_logouts",
+    "Logout tokens the provider posted, by outcome (success, invalid_token, replayed, bad_request, unavailable).",
+    ("outcome",))
+for _outcome in ("success", "invalid_token", "replayed", "bad_request", "unavailable"):
+    BACKCHANNEL_LOGOUTS.labels(_outcome)
+BACKCHANNEL_SESSIONS_ENDED = Counter("authproxy_backchannel_logout_sessions_ended",
+                                     "Sessions ended by back-channel logout tokens.")
 TOKEN_REFRESH = Counter("authproxy_token_refresh",
                         "Token refreshes by result (success, invalid_grant, transient_error, lease_lost).", ("result",))
 TOKEN_REFRESH_DURATION = Histogram("authproxy_token_refresh_duration_seconds",
@@ -200,6 +209,37 @@ def _histogram_family(name: str, documentation: str, histograms: dict[str, Laten
 
 STATS = RequestStats()
 REGISTRY.register(RequestStatsCollector(STATS))
+
+
+class VerifiedTokenStats:
+    """The bearer routes' cache of verified tokens (oidc/token_cache.py), in plain integers
+    like ``RequestStats``: a hit costs an increment, and families are built at scrape time."""
+
+    __slots__ = ("hits", "misses", "entries")
+
+    def __init__(self) -> None:
+        self.hits = 0  # answered without signature work
+        self.misses = 0  # verified in full (absent, expired, its key gone, or another issuer's rules)
+        self.entries = 0  # tokens held by the current configuration's cache
+
+
+class VerifiedTokenStatsCollector(Collector):
+    def __init__(self, stats: VerifiedTokenStats):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.stats
+        yield CounterMetricFamily("authproxy_verified_token_cache_hits",
+                                  "Bearer tokens accepted from the cache of verified tokens, without signature work.",
+                                  value=stats.hits)
+        yield CounterMetricFamily("authproxy_verified_token_cache_misses",
+                                  "Bearer token checks the cache of verified tokens could not answer.", value=stats.misses)
+        yield GaugeMetricFamily("authproxy_verified_token_cache_entries", "Tokens in the cache of verified tokens.",
+                                value=stats.entries)
+
+
+VERIFIED_TOKENS = VerifiedTokenStats()
+REGISTRY.register(VerifiedTokenStatsCollector(VERIFIED_TOKENS))
 
 
 def exposition() -> bytes:

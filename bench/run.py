@@ -637,6 +637,11 @@ def main() -> int:
         stack.stop()
     ordered = {(t.key, t.workers): samples[(t.key, t.workers)] for t in targets if (t.key, t.workers) in samples}
     table, rates, extra = summary_rows(targets, ordered), rate_rows(ordered), notes(ordered)
+    if not args.quick:
+        from bench import session_rss
+
+        print("bench: RSS with 10,000 cached sessions (bench/session_rss.py)", flush=True)
+        extra.append("- " + session_rss.measure(10_000)[0])
     print("\n".join(table + [""] + rates + [""] + extra))
     CALIBRATION.append(calibrate())
     print(f"bench: {time.monotonic() - started:.0f} s in all; {machine_line()}")

@@ -218,6 +218,10 @@ class LogConfig(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "text"] = "json"
     access: bool = True  # one line per request on stdout
+    # Access lines wait in batches of up to this many bytes while other requests are in flight (nginx's
+    # access_log buffer=); a quiet proxy writes each line at once; 0: every line written at once (a syscall each)
+    access_buffer: Annotated[int, BeforeValidator(parse_size), Field(ge=0, le=1024**2)] = 32 * 1024
+    access_flush: PositiveDuration = 1.0  # longest a batched access line waits (nginx's flush=); all leave at exit
 
 
 class Limits(_Strict):
@@ -304,7 +308,7 @@ BEARER_MODES = frozenset({"bearer", "login_or_bearer"})  # need the provider's J
 class Allow(_Strict):
     """Who may pass: kinds are ANDed, values within a kind ORed (scopes: all required)."""
 
-    groups: list[str] | None = None  # any of these, from oidc.groups_claim
+    groups: list[str] | None = None  # any of these, from the groups_claim of the identity's issuer (oidc's by default)
     emails: list[str] | None = None  # compared case-insensitively
     email_domains: list[str] | None = None  # the part after "@", case-insensitively
     claims: dict[str, list[str | int | bool]] | None = None  # claim -> accepted values (any)
@@ -312,6 +316,16 @@ class Allow(_Strict):
     # emails and email_domains admit only an email_verified of true (or "true"); false admits an address
     # nobody verified (a federated user's, or one the user may write), for providers that never send the claim
     require_verified_email: bool = True
+    # names of the bearer issuers (bearer_issuers[].name, or oidc: the oidc provider, sessions included) whose
+    # identities may pass
+    issuers: list[str] | None = None
+
+    @field_validator("issuers")
+    @classmethod
+    def _issuers(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("issuers is empty, which nobody could satisfy; leave it out instead")
+        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> Allow:
@@ -365,6 +379,9 @@ class Route(_Strict):
     allow: Allow | None = None  # who may pass; default: anyone the auth mode admits
     assertion: bool = False  # add X-Authproxy-Assertion, a short-lived ES256 JWT of the identity
     service_token: ServiceToken | None = None  # a client_credentials token for {service_token}
+    # bearer and login_or_bearer: the issuers whose access tokens pass (names of bearer_issuers, and oidc for the
+    # oidc provider); default [oidc]. A token of any other issuer is refused before its signature is looked at
+    bearer_issuers: list[str] | None = None
 
     @field_validator("websocket_origins")
     @classmethod
@@ -462,6 +479,70 @@ class OidcConfig(_Strict):
         return "cognito:groups" if self.provider == "cognito" else "groups"
 
 
+class BearerIssuer(_Strict):
+    """A further issuer of access tokens for bearer routes (a second user pool, a machines'
+    provider), each with its own keys, audience or client rules and groups claim. The oidc
+    provider is the issuer named oidc; a route lists the issuers it accepts (bearer_issuers),
+    and a token's issuer is chosen by its iss before any signature work."""
+
+    name: str  # what routes' bearer_issuers and allow.issuers call it (oidc is taken by the oidc section)
+    provider: Literal["cognito", "generic"] = "generic"  # cognito: a user pool's access tokens (client_id, token_use)
+    # compared exactly with tokens' "iss"; cognito: the user pool's (its other issuers are accepted too)
+    issuer: ExactUrl
+    cognito_replica_regions: list[str] = []  # cognito: regions a replicated pool also issues tokens from
+    issuer_aliases: list[ExactUrl] = []  # cognito: further issuers of the same pool when it is not on AWS
+    # default: generic, the jwks_uri of {issuer}/.well-known/openid-configuration; cognito, {iss}/.well-known/jwks.json
+    jwks_uri: ExactUrl | None = None
+    audiences: list[str] = []  # generic: "aud" must hold one of these (required)
+    # cognito: the access token's client_id must be one of these (required); generic: when given, the RFC 9068
+    # client_id must be one of these too
+    allowed_client_ids: list[str] = []
+    require_at_jwt: bool = True  # generic: JOSE typ must be at+jwt (RFC 9068 2.1), so no ID token passes
+    groups_claim: str | None = None  # default: "cognito:groups" (cognito), "groups" (generic)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _ROUTE_NAME.fullmatch(value):
+            raise ValueError(f"invalid issuer name {value!r}: 1-63 characters of letters, digits, '_', '.', '-'")
+        return value
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        """Every ``iss`` this issuer's tokens may carry, ``issuer`` first (as ``OidcConfig.issuers``)."""
+        if self.provider != "cognito":
+            return (self.issuer,)
+        aws = cognito.AwsIssuer.parse(self.issuer)
+        if aws is None or not cognito.POOL_ID.fullmatch(aws.pool_id):
+            return tuple(dict.fromkeys((self.issuer, *self.issuer_aliases)))
+        regions = [] if aws.updated else [aws.region]
+        return tuple(dict.fromkeys((self.issuer, *cognito.pool_issuers(aws.pool_id, self.cognito_replica_regions, regions))))
+
+    @property
+    def effective_groups_claim(self) -> str:
+        if self.groups_claim:
+            return self.groups_claim
+        return "cognito:groups" if self.provider == "cognito" else "groups"
+
+
+OIDC_ISSUER = "oidc"  # the oidc section's provider, as a bearer issuer and in allow.issuers
+
+
+def route_issuers(route: Route) -> tuple[str, ...]:
+    """The names of the issuers whose access tokens ``route`` accepts (default: the oidc provider's)."""
+    return tuple(route.bearer_issuers) if route.bearer_issuers is not None else (OIDC_ISSUER,)
+
+
+class VerifiedTokens(_Strict):
+    """Bearer tokens already verified, remembered by the SHA-256 of the token (never the token
+    itself), so a token's signature is checked once, not at every request. An entry lasts
+    until the token expires and at most max_age, and only while the key that signed it is
+    still in the issuer's published keys; exp and nbf are checked at every use."""
+
+    max_entries: int = Field(default=10_000, ge=0)  # least recently used go first; 0 turns the cache off
+    max_age: Annotated[float, BeforeValidator(parse_duration), Field(ge=0, le=3600)] = 300.0  # longest an entry answers (never past exp)
+
+
 class SessionConfig(_Strict):
     cookie_name: str | None = None  # default "__Host-authproxy" on https, else "authproxy"
     cookie_domain: str | None = None  # share one sign-in across subdomains (prefix becomes __Secure-)
@@ -469,6 +550,9 @@ class SessionConfig(_Strict):
     lifetime: PositiveDuration = 12 * 3600.0  # absolute
     idle_timeout: PositiveDuration = 2 * 3600.0
     refresh_before_expiry: PositiveDuration = 60.0  # clamped to half the access token's lifetime
+    # OpenID Connect Back-Channel Logout 1.0 at {proxy_prefix}/backchannel_logout: the provider posts signed
+    # logout tokens there and the sessions they name end on every replica (register the URL at the provider).
+    backchannel_logout: bool = True
 
     @field_validator("secrets")
     @classmethod
@@ -561,6 +645,46 @@ class ForwardAuthConfig(_Strict):
     callers: list[Network] = []
 
 
+class TracingConfig(_Strict):
+    """OpenTelemetry traces over OTLP/HTTP (docs/tracing.md); needs the tracing extra,
+    ``pip install 'authproxy[tracing]'``. Keys set here win over the standard OTEL_*
+    environment variables; a key left out falls back to them, then to the default."""
+
+    # The OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces. Default:
+    # OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces,
+    # else http://localhost:4318/v1/traces.
+    endpoint: ExactUrl | None = None
+    # The share of new traces recorded, 0 to 1 (a trusted proxy's traceparent decides for
+    # the traces it continues). Default: the sampler of OTEL_TRACES_SAMPLER and
+    # OTEL_TRACES_SAMPLER_ARG, else every trace.
+    sampling_ratio: float | None = Field(default=None, ge=0, le=1)
+    # The resource's service.name. Default: OTEL_SERVICE_NAME (or service.name in
+    # OTEL_RESOURCE_ATTRIBUTES), else "authproxy".
+    service_name: str | None = Field(default=None, min_length=1)
+    # Sent with each export (a collector's API key, say; strings or {file: PATH}), over
+    # those of OTEL_EXPORTER_OTLP_TRACES_HEADERS.
+    headers: dict[str, Secret] = {}
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name in value:
+            if not valid_header_name(name):
+                raise ValueError(f"headers: {name!r} is not a valid header name")
+        return value
+
+    @model_validator(mode="after")
+    def _installed(self) -> TracingConfig:
+        # The packages are an optional extra: say so at load (check-config too), not at the first span.
+        from authproxy.tracing import EXTRA, missing_packages
+
+        missing = missing_packages()
+        if missing:
+            raise ValueError(f"needs the OpenTelemetry packages (missing: {', '.join(missing)}): "
+                             f"pip install '{EXTRA}'")
+        return self
+
+
 class Config(_Strict):
     listen: ListenAddr = ListenAddress("0.0.0.0", 8080)
     admin_listen: ListenAddr = ListenAddress("127.0.0.1", 9090)
@@ -577,6 +701,10 @@ class Config(_Strict):
     store: StoreConfig = StoreConfig()  # where sessions live
     assertion: AssertionConfig | None = None  # required when a route sets assertion: true
     forward_auth: ForwardAuthConfig = ForwardAuthConfig()
+    # issuers of access tokens besides the oidc provider's, for bearer routes that name them (routes[].bearer_issuers)
+    bearer_issuers: list[BearerIssuer] = []
+    verified_tokens: VerifiedTokens = VerifiedTokens()  # the bearer routes' cache of verified tokens
+    tracing: TracingConfig | None = None  # OpenTelemetry traces (docs/tracing.md); off when absent
     reload: Literal["signal", "watch"] = "signal"  # SIGHUP reloads; watch also reloads when the file changes
     # The one directory authproxy writes to (with workers > 1: metrics snapshots and the last
     # good config copy). Default: $TMPDIR, else /tmp. With a read-only root filesystem, mount

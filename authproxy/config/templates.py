@@ -7,7 +7,8 @@ template reach attributes):
     "Bearer {access_token}"  "{claims.email}"  "{claims.cognito:groups}"
     "{claims["https://example.com/roles"]}"    "{{literal braces}}"
 
-Placeholders: access_token, id_token, sub, email, service_token, claims.NAME (dotted
+Placeholders: access_token, id_token, sub, email, iss (the issuer that vouched for the identity:
+the token's ``iss``, RFC 7519 4.1.1), service_token, claims.NAME (dotted
 path; a name in ["..."] may hold dots). A list claim is joined with ","; a missing value leaves the
 header out; a value that cannot be a header value (CR, LF, non-Latin-1) is dropped.
 """
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-_SIMPLE = frozenset({"access_token", "id_token", "sub", "email", "service_token"})
+_SIMPLE = frozenset({"access_token", "id_token", "sub", "email", "iss", "service_token"})
 _SEGMENT = re.compile(r"""\.([^.\[\]{}"']+)|\["([^"]+)"\]|\['([^']+)'\]""")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2 token
 
@@ -30,7 +31,7 @@ UNSAFE = "\x00unsafe"  # render()'s answer for a value that must not become a he
 
 @dataclass(frozen=True, slots=True)
 class Placeholder:
-    name: str  # access_token | id_token | sub | email | service_token | claims
+    name: str  # access_token | id_token | sub | email | iss | service_token | claims
     path: tuple[str, ...] = ()  # claim path for "claims"
 
 
@@ -152,7 +153,8 @@ def _placeholder(body: str) -> Placeholder:
         if position == len(rest) and path:
             return Placeholder("claims", tuple(path))
     raise ValueError(
-        f"unknown placeholder {{{body}}}: use access_token, id_token, sub, email, service_token, claims.NAME or claims['NAME']"
+        f"unknown placeholder {{{body}}}: use access_token, id_token, sub, email, iss, service_token, claims.NAME or "
+        "claims['NAME']"
     )
 
 

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 
-from authproxy.config.schema import BEARER_MODES, SESSION_MODES, Config, OidcConfig, Route
+from authproxy.config.schema import (
+    BEARER_MODES,
+    OIDC_ISSUER,
+    SESSION_MODES,
+    BearerIssuer,
+    Config,
+    OidcConfig,
+    Route,
+    route_issuers,
+)
 from authproxy.errors import ConfigIssue
 from authproxy.oidc import cognito
 
@@ -26,6 +35,7 @@ def validate(config: Config) -> list[ConfigIssue]:
         issues += provider_issues(config.oidc, "oidc")
     issues += _audiences(config)
     issues += _sessions(config)
+    issues += bearer_issuer_issues(config)
     return issues
 
 
@@ -116,7 +126,7 @@ def _route(config: Config, route: Route, where: str) -> list[ConfigIssue]:
         if oidc is None:
             if route.auth not in SESSION_MODES:  # login_or_bearer: already said above
                 issues.append(ConfigIssue(f"{where}.auth", f"auth {route.auth} needs oidc (the provider whose tokens to accept)"))
-        elif oidc.provider == "generic" and not oidc.audiences:
+        elif oidc.provider == "generic" and not oidc.audiences and OIDC_ISSUER in route_issuers(route):
             issues.append(ConfigIssue(f"{where}.auth", f"auth {route.auth} needs oidc.audiences (the API's audience; it "
                                       "never defaults to client_id, so an ID token cannot pass as an access token)"))
     if route.service_token is not None:
@@ -145,7 +155,7 @@ def _audiences(config: Config) -> list[ConfigIssue]:
     oidc = config.oidc
     if oidc is None or oidc.provider != "generic" or oidc.require_at_jwt or oidc.client_id not in oidc.audiences:
         return []
-    if not any(route.auth in BEARER_MODES for route in config.routes):
+    if not any(route.auth in BEARER_MODES and OIDC_ISSUER in route_issuers(route) for route in config.routes):
         return []
     return [ConfigIssue("oidc.audiences", "oidc.audiences holds client_id while require_at_jwt is false: ID tokens "
                         "(aud = client_id) would pass as access tokens; use the API's own audience")]
@@ -176,3 +186,105 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# --- bearer issuers (issue 14 item 3) ---------------------------------------------------
+
+
+def bearer_issuer_issues(config: Config) -> list[ConfigIssue]:
+    """The bearer issuers each on their own and against each other (names and ``iss`` values
+    unique, so a token's ``iss`` chooses exactly one issuer), and what routes and allow rules
+    name of them."""
+    issues = []
+    owners: dict[str, str] = {}  # every iss value -> the key of the issuer it belongs to
+    if config.oidc is not None:
+        for iss in _safe_issuers(config.oidc):
+            owners[iss] = "oidc"
+    names = {OIDC_ISSUER} if config.oidc is not None else set()
+    for index, issuer in enumerate(config.bearer_issuers):
+        where = f"bearer_issuers[{index}]"
+        if issuer.name == OIDC_ISSUER:
+            issues.append(ConfigIssue(f"{where}.name", "the name oidc is the oidc section's provider; choose another"))
+        elif issuer.name in names:
+            issues.append(ConfigIssue(f"{where}.name", f"another bearer issuer is named {issuer.name!r} already"))
+        names.add(issuer.name)
+        issues += _bearer_issuer(issuer, where)
+        for iss in _safe_issuers(issuer):
+            if iss in owners:
+                # A token's issuer is chosen by its iss: two owners of one iss would make that choice ambiguous.
+                issues.append(ConfigIssue(f"{where}.issuer", f"tokens with iss {iss} already belong to {owners[iss]}: "
+                                          "one issuer per iss (list several audiences or client ids instead)"))
+            else:
+                owners[iss] = where
+    known = ", ".join(sorted(names)) or "none: configure oidc or bearer_issuers"
+    for index, route in enumerate(config.routes):
+        where = f"routes[{index}]"
+        if route.bearer_issuers is not None:
+            if route.auth not in BEARER_MODES:
+                issues.append(ConfigIssue(f"{where}.bearer_issuers", "bearer_issuers applies to bearer and "
+                                          f"login_or_bearer routes, not auth {route.auth}"))
+            if not route.bearer_issuers:
+                issues.append(ConfigIssue(f"{where}.bearer_issuers", "bearer_issuers is empty, so no token could pass; "
+                                          "leave it out for [oidc]"))
+            for position, name in enumerate(route.bearer_issuers):
+                if name not in names:
+                    issues.append(ConfigIssue(f"{where}.bearer_issuers[{position}]",
+                                              f"no bearer issuer is named {name!r} (known: {known})"))
+        allowed = route.allow.issuers if route.allow is not None else None
+        if allowed is None:
+            continue
+        for position, name in enumerate(allowed):
+            if name not in names:
+                issues.append(ConfigIssue(f"{where}.allow.issuers[{position}]",
+                                          f"no bearer issuer is named {name!r} (known: {known})"))
+        reaching = set(route_issuers(route)) if route.auth in BEARER_MODES else set()
+        if route.auth in SESSION_MODES:
+            reaching.add(OIDC_ISSUER)  # sessions come from the oidc provider's sign-in
+        if names.issuperset(allowed) and not reaching.intersection(allowed):
+            issues.append(ConfigIssue(f"{where}.allow.issuers", "none of these issuers' identities can reach this "
+                                      f"route (it accepts {', '.join(sorted(reaching)) or 'none'}), so nobody passes"))
+    return issues
+
+
+def _bearer_issuer(issuer: BearerIssuer, where: str) -> list[ConfigIssue]:
+    issues = []
+    aws = cognito.AwsIssuer.parse(issuer.issuer)
+    if issuer.provider == "generic":
+        if not issuer.audiences:
+            issues.append(ConfigIssue(f"{where}.audiences", "a generic issuer needs audiences (the API's audience, "
+                                      "RFC 9068 4), so no token meant for another API passes"))
+        if aws is not None:
+            issues.append(ConfigIssue(f"{where}.provider", "issuer is an AWS Cognito user pool: write provider: cognito "
+                                      "(its access tokens carry client_id, never aud)"))
+        for key in ("cognito_replica_regions", "issuer_aliases"):
+            if getattr(issuer, key):
+                issues.append(ConfigIssue(f"{where}.{key}", f"{key} is for provider: cognito"))
+        return issues
+    if not issuer.allowed_client_ids:
+        issues.append(ConfigIssue(f"{where}.allowed_client_ids", "a cognito issuer needs allowed_client_ids (its "
+                                  "access tokens carry client_id, not aud)"))
+    if issuer.audiences:
+        issues.append(ConfigIssue(f"{where}.audiences", "Cognito access tokens carry no aud: use allowed_client_ids"))
+    for index, region in enumerate(issuer.cognito_replica_regions):
+        if not cognito.REGION.fullmatch(region):
+            issues.append(ConfigIssue(f"{where}.cognito_replica_regions[{index}]",
+                                      f"{region!r} is not an AWS region like eu-west-1"))
+    if aws is not None:
+        if not cognito.POOL_ID.fullmatch(aws.pool_id):
+            issues.append(ConfigIssue(f"{where}.issuer", f"issuer names {aws.pool_id!r}, which is not a user pool id "
+                                      "like eu-west-1_AbC123"))
+        if issuer.issuer_aliases:
+            issues.append(ConfigIssue(f"{where}.issuer_aliases", "an AWS user pool's issuers are derived from issuer; "
+                                      "remove issuer_aliases"))
+    elif issuer.cognito_replica_regions:
+        issues.append(ConfigIssue(f"{where}.cognito_replica_regions", "cognito_replica_regions needs issuer to be the "
+                                  "pool's https://cognito-idp.REGION.amazonaws.com/POOL_ID"))
+    return issues
+
+
+def _safe_issuers(provider: OidcConfig | BearerIssuer) -> tuple[str, ...]:
+    """Every iss of ``provider``; just its issuer when the pool id is malformed (reported elsewhere)."""
+    try:
+        return provider.issuers
+    except ValueError:
+        return (provider.issuer,)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -22,8 +22,13 @@ from joserfc.jwk import KeySet
 from authproxy import metrics
 from authproxy.errors import IdpError, IdpRejected, IdpUnavailable  # noqa: F401 - re-exported
 from authproxy.oidc.endpoints import Endpoints
+from authproxy.oidc.jwks import (  # noqa: F401 - JWKS_MIN_REFRESH_INTERVAL, verify_with_keys re-exported
+    JWKS_MIN_REFRESH_INTERVAL,
+    JwksCache,
+    read_key_set,
+    verify_with_keys,
+)
 from authproxy.oidc.verify import (
-    KeyNotInJwks,
     TokenInvalid,
     TokenRules,
     UnknownSigningKey,
@@ -31,10 +36,6 @@ from authproxy.oidc.verify import (
     unverified_issuer,
     verify_token,
 )
-from authproxy.singleflight import SingleFlight
-
-JWKS_MIN_REFRESH_INTERVAL = 10.0  # seconds between refetches on unknown kid, per issuer
-
 
 @dataclass(frozen=True, slots=True)
 class TokenResponse:
@@ -47,54 +48,6 @@ class TokenResponse:
 
     def __repr__(self) -> str:  # tokens never reach logs through a repr
         return f"TokenResponse(token_type={self.token_type!r}, expires_in={self.expires_in!r}, scope={self.scope!r})"
-
-
-class JwksCache:
-    """The provider's signing keys, refetched on an unknown kid at most every 10 s."""
-
-    def __init__(
-        self,
-        fetch: Callable[[], Awaitable[KeySet]],
-        min_interval: float = JWKS_MIN_REFRESH_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ):
-        self._fetch = fetch
-        self._min_interval = min_interval
-        self._clock = clock
-        self._keys: KeySet | None = None
-        self._fetched_at = float("-inf")
-        self._fetching: SingleFlight[None, KeySet] = SingleFlight()
-        self.fetches = 0
-
-    @property
-    def keys(self) -> KeySet | None:
-        return self._keys
-
-    async def load(self) -> KeySet:
-        return await self._refresh()
-
-    async def refresh_if_allowed(self) -> bool:
-        """Refetch unless one happened within the interval; True when new keys arrived."""
-        if self._clock() - self._fetched_at < self._min_interval:
-            return False
-        await self._refresh()
-        return True
-
-    async def _refresh(self) -> KeySet:
-        try:
-            keys = await self._fetching.run(None, self._fetch_and_keep)  # concurrent callers share one fetch
-        except BaseException:
-            metrics.JWKS_REFRESH.labels("error").inc()
-            raise
-        metrics.JWKS_REFRESH.labels("success").inc()
-        return keys
-
-    async def _fetch_and_keep(self) -> KeySet:
-        self.fetches += 1
-        keys = await self._fetch()
-        self._keys = keys
-        self._fetched_at = self._clock()
-        return keys
 
 
 class IdentityProviderClient:
@@ -120,6 +73,7 @@ class IdentityProviderClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         # One key set per JWKS URL; a Cognito pool's issuers each have theirs.
         self._key_sets: dict[str, JwksCache] = {}
+        self._reported_keys: set[tuple[str, str, str]] = set()  # keys skipped and logged (jwks.read_key_set)
         self.jwks = self._keys_at(endpoints.jwks_uri)  # the configured issuer's: loaded at start-up
 
     def _keys_at(self, url: str) -> JwksCache:
@@ -128,15 +82,20 @@ class IdentityProviderClient:
             cache = self._key_sets[url] = JwksCache(lambda: self._fetch_jwks(url))
         return cache
 
+    def key_set_for(self, iss: str) -> JwksCache | None:
+        """The key set of ``iss`` when it is an issuer of this provider, else None."""
+        url = self.endpoints.jwks_uri_for(iss)
+        return self._keys_at(url) if url is not None else None
+
     def _keys_for(self, token: str) -> JwksCache:
         """The key set of the issuer the token names; ``wrong_issuer`` at once for an issuer
         that is not this provider's: nothing is fetched for it, and no later attempt could
         make it acceptable (a definite failure)."""
         iss = unverified_issuer(token)
-        url = self.endpoints.jwks_uri_for(iss) if iss is not None else None
-        if url is None:
+        cache = self.key_set_for(iss) if iss is not None else None
+        if cache is None:
             raise TokenInvalid("wrong_issuer")
-        return self._keys_at(url)
+        return cache
 
     async def verify(self, token: str, rules: TokenRules, now: int) -> dict[str, Any]:
         """Verify against the cached JWKS of the token's issuer; an unknown kid refetches it
@@ -144,17 +103,7 @@ class IdentityProviderClient:
         ``KeyNotInJwks``: still unknown after a refetch (definite)."""
         rules = rules.for_provider(self.endpoints.issuers)
         check_header(token, rules.algorithms)
-        cache = self._keys_for(token)
-        keys = cache.keys or await cache.load()
-        try:
-            return verify_token(token, keys, rules, now)
-        except UnknownSigningKey:
-            if not await cache.refresh_if_allowed():
-                raise
-        try:
-            return verify_token(token, cache.keys, rules, now)  # type: ignore[arg-type]
-        except UnknownSigningKey:
-            raise KeyNotInJwks("no key of the issuer's refetched JWKS matches the token's kid") from None
+        return (await verify_with_keys(self._keys_for(token), token, rules, now)).claims
 
     def verify_cached(self, token: str, rules: TokenRules, now: int) -> dict[str, Any]:
         """``verify`` with the keys already loaded and no fetch (``UnknownSigningKey`` if none)."""
@@ -264,11 +213,10 @@ class IdentityProviderClient:
         return body
 
     async def _fetch_jwks(self, url: str) -> KeySet:
+        """The usable keys at ``url``: a key of a type or curve we cannot use is skipped and
+        logged once; ``IdpUnavailable`` when none is usable (``jwks.read_key_set``)."""
         document = await self.get_json("jwks", url)
-        try:
-            return KeySet.import_key_set(document)  # type: ignore[arg-type]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IdpUnavailable("jwks", f"jwks: not a key set ({type(exc).__name__})") from None
+        return read_key_set(document, url, self._reported_keys)
 
     async def get_json(self, endpoint: str, url: str) -> Mapping[str, Any]:
         return await fetch_json(self._session, endpoint, url, self._timeout)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -80,7 +81,7 @@ def unverified_issuer(token: str) -> str | None:
     return iss if isinstance(iss, str) else None
 
 
-def check_header(token: str, algorithms: Collection[str]) -> None:
+def check_header(token: str, algorithms: Collection[str]) -> dict[str, Any]:
     """The protected header's shape, before any library reads it: a JSON object whose
     ``alg`` is one we accept and whose ``kid`` and ``typ`` are strings when present, and
     no ``crit`` at all: we understand no JWS extension, so RFC 7515 4.1.11 requires us to
@@ -102,6 +103,7 @@ def check_header(token: str, algorithms: Collection[str]) -> None:
     for name in ("kid", "typ"):
         if name in header and not isinstance(header[name], str):
             raise TokenInvalid("malformed_header", f"{name} must be a string")
+    return header
 
 
 def verify_token(token: str, keys: KeySet, rules: TokenRules, now: int) -> dict[str, Any]:
@@ -161,22 +163,36 @@ def check_claims(claims: Mapping[str, Any], rules: TokenRules, now: int) -> None
         raise TokenInvalid("wrong_client")
     if rules.token_use is not None and claims.get("token_use") != rules.token_use:
         raise TokenInvalid("wrong_token_use")
+    check_times(claims, rules, now)
+    if rules.id_token and (not isinstance(claims.get("sub"), str) or not claims["sub"]):
+        raise TokenInvalid("missing_sub")
+    if rules.id_token:
+        _number(claims, "iat", required=True)  # OIDC Core 2: an ID token carries iat
+    if rules.nonce is not None and claims.get("nonce") != rules.nonce:
+        raise TokenInvalid("wrong_nonce")
+
+
+def check_times(claims: Mapping[str, Any], rules: TokenRules, now: int) -> None:
+    """The claims whose verdict changes with the clock: ``exp`` (RFC 7519 4.1.4), ``iat``
+    not in the future, ``nbf`` (4.1.5), each with ``rules.leeway`` of skew. Split out so a
+    token verified earlier (its signature and fixed claims already checked, see
+    ``oidc.token_cache``) is still held to them at every use."""
     expires = _number(claims, "exp", required=True)
     if now >= expires + rules.leeway:
         raise TokenInvalid("expired")
-    if rules.id_token and (not isinstance(claims.get("sub"), str) or not claims["sub"]):
-        raise TokenInvalid("missing_sub")
-    issued = _number(claims, "iat", required=rules.id_token)
+    issued = _number(claims, "iat", required=False)
     if issued is not None and issued > now + rules.leeway:
         raise TokenInvalid("issued_in_the_future")
     not_before = _number(claims, "nbf", required=False)
     if not_before is not None and not_before > now + rules.leeway:
         raise TokenInvalid("not_yet_valid")
-    if rules.nonce is not None and claims.get("nonce") != rules.nonce:
-        raise TokenInvalid("wrong_nonce")
 
 
 def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> float | None:
+    """A NumericDate claim (RFC 7519 2) as a finite float; ``malformed_{name}`` otherwise.
+    Python's json reads ``NaN`` and ``Infinity``, which are no dates: an ``exp`` of NaN
+    would never expire (every comparison with it is false) and one of Infinity would
+    outlive any bound, so both are refused here, as is an integer too large for a float."""
     value = claims.get(name)
     if value is None:
         if required:
@@ -184,4 +200,10 @@ def _number(claims: Mapping[str, Any], name: str, *, required: bool) -> float | 
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TokenInvalid(f"malformed_{name}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        raise TokenInvalid(f"malformed_{name}") from None
+    if not math.isfinite(number):
+        raise TokenInvalid(f"malformed_{name}")
+    return number

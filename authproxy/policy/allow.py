@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authproxy.config.schema import Allow
+from authproxy.config.schema import OIDC_ISSUER, Allow
 from authproxy.policy.inject import groups_of
 
 
@@ -32,6 +32,7 @@ class AllowRule:
     scopes: tuple[str, ...]
     groups_claim: str
     require_verified_email: bool = True
+    issuers: frozenset[str] | None = None  # names of the issuers whose identities pass (``allow.issuers``)
 
     @classmethod
     def compile(cls, allow: Allow, groups_claim: str) -> AllowRule:
@@ -45,11 +46,16 @@ class AllowRule:
             scopes=tuple(allow.scopes or ()),
             groups_claim=groups_claim,
             require_verified_email=allow.require_verified_email,
+            issuers=frozenset(allow.issuers) if allow.issuers else None,
         )
 
-    def check(self, claims: Mapping[str, Any]) -> Denial | None:
-        """None when ``claims`` satisfy every kind, else what was missing."""
-        if self.groups is not None and not self.groups.intersection(groups_of(claims, self.groups_claim)):
+    def check(self, claims: Mapping[str, Any], issuer: str = OIDC_ISSUER, groups_claim: str | None = None) -> Denial | None:
+        """None when ``claims`` satisfy every kind, else what was missing. ``issuer``: the name
+        of the issuer that vouched for them; ``groups_claim``: where that issuer puts groups
+        (None: the rule's own, the oidc provider's)."""
+        if self.issuers is not None and issuer not in self.issuers:
+            return Denial("requires an identity from: " + ", ".join(sorted(self.issuers)))
+        if self.groups is not None and not self.groups.intersection(groups_of(claims, groups_claim or self.groups_claim)):
             return Denial("requires membership in one of: " + ", ".join(sorted(self.groups)))
         email = claims.get("email")
         email = email.lower() if isinstance(email, str) else ""

@@ -42,6 +42,8 @@ class Identity:
     access_token: str | None
     id_token: str | None
     via: str  # SESSION or BEARER
+    issuer: str = "oidc"  # the bearer issuer's name (config.schema.OIDC_ISSUER for sessions), for allow.issuers
+    groups_claim: str | None = None  # where the issuer puts groups; None: the oidc provider's groups_claim
 
 
 # --- the facts the edge gathers besides the identity ---------------------------------
@@ -201,7 +203,7 @@ def decide(route: Route, identity: Identity | None, facts: Facts = NOTHING_ELSE)
         return Unauthorized(f"Bearer {REALM}", "sign-in required", "no_session", api=False,
                             sign_in_link=facts.redirect)
     if route.allow is not None:
-        denial = route.allow.check(identity.claims)
+        denial = route.allow.check(identity.claims, identity.issuer, identity.groups_claim)
         if denial is not None:
             return Forbidden(denial, identity)
     return _ALLOW_VIA[identity.via]

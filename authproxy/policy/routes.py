@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from yarl import URL
 
 from authproxy.config.schema import Route as RouteConfig
+from authproxy.config.schema import route_issuers
 from authproxy.policy.allow import AllowRule
 from authproxy.policy.inject import Template, parse_template
 from authproxy.policy.paths import remove_dot_segments
@@ -86,6 +87,7 @@ class Route:
         "assertion",
         "service_token",
         "skip_auth_preflight",
+        "bearer_issuers",
     )
 
     def __init__(self, config: RouteConfig, groups_claim: str = "groups"):
@@ -117,6 +119,8 @@ class Route:
         self.assertion = config.assertion
         self.service_token = config.service_token
         self.skip_auth_preflight = config.skip_auth_preflight
+        # names of the issuers whose access tokens pass; the gate keys its iss -> issuer tables by this set
+        self.bearer_issuers = frozenset(route_issuers(config))
 
     def __repr__(self) -> str:
         return f"Route({self.name!r})"

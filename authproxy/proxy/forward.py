@@ -70,6 +70,14 @@ class RequestBody:
             raise
 
 
+class _OneWrite(web.StreamResponse):
+    """A response whose head is written together with its body (or its end), in one
+    write: aiohttp (3.12+) writes a ``StreamResponse``'s head as soon as it is prepared,
+    a second write() syscall per request, and a second read for the client."""
+
+    _send_headers_immediately = False
+
+
 class UpstreamFailedEarly(AuthproxyError):
     """The upstream failed before any response byte went to the client: ``error`` can
     still be answered with an error page."""
@@ -154,12 +162,16 @@ class Forwarder:
     ) -> web.StreamResponse:
         """Stream the upstream response to the client; the caller releases ``upstream``.
         An upstream failure mid-body raises ``UpstreamError``; the client leaving, ``ClientGone``."""
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None)
-        copy_response_headers(upstream.headers, response.headers, request_id)
         status = upstream.status
         length = upstream.content_length
+        bodiless = request.method == "HEAD" or status in (204, 304)
+        # The head goes out with the body when the body is small or absent; a streamed
+        # body's head goes at once (the client learns the status while the body comes).
+        kind = _OneWrite if bodiless or (length is not None and length <= _SMALL_BODY) else web.StreamResponse
+        response = kind(status=status, reason=upstream.reason or None)
+        copy_response_headers(upstream.headers, response.headers, request_id)
         try:
-            if request.method == "HEAD" or status in (204, 304):
+            if bodiless:
                 await response.prepare(request)
                 await response.write_eof()
             elif length is not None and length <= _SMALL_BODY:

@@ -38,6 +38,10 @@ class SessionCache(Generic[Value]):
         # put the session back (bounded like the entries themselves).
         self._generations: OrderedDict[str, int] = OrderedDict()
 
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
     @staticmethod
     def key_for(cookie_value: str) -> str:
         return hashlib.sha256(cookie_value.encode()).hexdigest()

@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from authproxy import metrics
+from authproxy import metrics, tracing
 from authproxy.errors import RefreshUnavailable, SessionEnded
 from authproxy.logs import log
 from authproxy.oidc.client import IdentityProviderClient, IdpError, IdpRejected
@@ -194,7 +194,10 @@ class Refresher:
         if not refresh and not verify:
             return session
         work = self._refresh if refresh else self._verify_later
-        return await self._inflight.run(ticket.key, functools.partial(work, ticket, session, version, request_id))
+        call = functools.partial(work, ticket, session, version, request_id)
+        if refresh and tracing.active is not None:  # the refresh's span, in the refresh's own task
+            call = functools.partial(tracing.active.refresh, call, session)
+        return await self._inflight.run(ticket.key, call)
 
     # --- the refresh ---------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Any
 from authproxy import metrics
 from authproxy.logs import log
 from authproxy.oidc.client import TokenResponse
+from authproxy.oidc.logout import Logout, session_hashes, sid_hash, sub_hash
 from authproxy.session.cache import SessionCache
 from authproxy.session.cookies import SessionTicket
 from authproxy.session.crypto import SecretBox, Unsealable
@@ -30,6 +31,7 @@ from authproxy.store.base import SessionRecord, SessionStore, StoreError, StoreU
 
 RETRY_DELAYS = (0.5, 1, 2, 4, 8)  # then every 10 s, until the write lands or the session expires
 RETRY_CAP = 10.0
+_LOGOUT_CONCURRENCY = 10  # store deletes at a time when a logout ends many sessions of one sub
 
 
 @dataclass(slots=True)
@@ -157,6 +159,7 @@ class Sessions:
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         pending_limit: int = DEFAULT_LIMIT,
+        provider: str | None = None,
     ):
         self.store = store
         self._box = box
@@ -175,6 +178,19 @@ class Sessions:
         self._retries: dict[str, asyncio.Task[None]] = {}
         # Revokes a refresh token nobody can use any more (set by the refresher: it has the client).
         self.revoke: Callable[[str], Awaitable[None]] | None = None
+        # Store key -> cache key of the sessions this process read or created, so a
+        # back-channel logout (which knows only store keys) empties this process's cache at
+        # once. Written on cache misses only, never on the hot path; an entry that fell out
+        # still leaves the cache within its TTL, like on every other replica.
+        # As many as the cache holds (store.cache.max_entries), so every cached session can
+        # still be evicted at once however large the cache is configured.
+        self._cache_keys: OrderedDict[str, str] = OrderedDict()
+        self._cache_keys_limit = max(1, cache.max_entries)
+        # The provider's configured issuer (oidc.issuer): the namespace of the sid/sub hashes a
+        # back-channel logout finds sessions by (oidc/logout.py), whichever of the provider's
+        # issuers issued the ID token. Set by the back-channel logout endpoint when it is built
+        # (web/backchannel.py); until then, a session's own ID token's ``iss``.
+        self.provider = provider
 
     async def load(self, ticket: SessionTicket, now: int) -> tuple[Session, int] | None:
         """The live session for ``ticket`` and its store version; None when absent,
@@ -256,7 +272,16 @@ class Sessions:
         record = await self.store.get(ticket.key, now)
         if record is None:
             return None
-        return self.opened(ticket, record)
+        opened = self.opened(ticket, record)
+        if opened is not None:
+            self._remember_cache_key(ticket)
+        return opened
+
+    def _remember_cache_key(self, ticket: SessionTicket) -> None:
+        self._cache_keys[ticket.key] = SessionCache.key_for(ticket.encode())
+        self._cache_keys.move_to_end(ticket.key)
+        while len(self._cache_keys) > self._cache_keys_limit:
+            self._cache_keys.popitem(last=False)
 
     def opened(self, ticket: SessionTicket, record: SessionRecord) -> tuple[Session, int] | None:
         """A record the store returned, decrypted; None when the cookie's secret does not open it."""
@@ -381,6 +406,10 @@ class Sessions:
         return len(unsaved)
 
     async def create(self, ticket: SessionTicket, session: Session) -> None:
+        # What a back-channel logout will name this session by (its ID token's sid, and its
+        # sub), hashed with the provider's issuer; set once, here (OIDC Back-Channel Logout 1.0, 2.7).
+        issuer = self.provider or session.claims.get("iss")
+        by_sid, by_sub = session_hashes(issuer, session.claims) if isinstance(issuer, str) else ("", "")
         await self.store.create(
             SessionRecord(
                 key=ticket.key,
@@ -390,10 +419,47 @@ class Sessions:
                 version=1,
                 created_at=session.created_at,
                 last_seen_at=session.last_seen_at,
+                sid_hash=by_sid,
+                sub_hash=by_sub,
             ),
             secrets.token_urlsafe(12),  # a fresh random key: a failed condition can only be our own earlier write
         )
         self._cache.put(SessionCache.key_for(ticket.encode()), (session, 1))
+        self._remember_cache_key(ticket)
+
+    async def end_for_logout(self, logout: Logout) -> int:
+        """End the sessions a verified logout token names (OIDC Back-Channel Logout 1.0, 2.7):
+        the one(s) of its ``sid`` when it has one (and, when it has a ``sub`` too, only those
+        of that ``sub``: 2.6 lets the RP check both), else every session of its ``sub``. Gone
+        from the store, so every replica refuses them within its cache TTL, and from this
+        process's cache at once. Returns how many were ended. Idempotent. Raises
+        ``StoreError``; what was deleted before stays deleted (sending the token again
+        finishes the rest).
+
+        Their refresh tokens are not revoked: the provider ended the session and, by 2.7,
+        revokes what it issued to it; mod_auth_openidc does not revoke on back-channel
+        logout either."""
+        if logout.sid is not None:
+            keys = await self.store.keys_with_sid(sid_hash(logout.issuer, logout.sid))
+            if keys and logout.sub is not None:  # a sid with another user's sub names nothing
+                of_sub = set(await self.store.keys_with_sub(sub_hash(logout.issuer, logout.sub)))
+                keys = [key for key in keys if key in of_sub]
+        else:
+            assert logout.sub is not None  # check_logout_token: one of them
+            keys = await self.store.keys_with_sub(sub_hash(logout.issuer, logout.sub))
+        for start in range(0, len(keys), _LOGOUT_CONCURRENCY):
+            await asyncio.gather(*(self._end_by_key(key) for key in keys[start:start + _LOGOUT_CONCURRENCY]))
+        return len(keys)
+
+    async def _end_by_key(self, key: str) -> None:
+        cache_key = self._cache_keys.pop(key, None)
+        if cache_key is not None:
+            self._cache.evict(cache_key)  # also keeps a read or refresh under way from putting it back
+            self.pending.release(cache_key)  # unsaved tokens of an ended session: dropped, not written
+            retry = self._retries.pop(cache_key, None)
+            if retry is not None:
+                retry.cancel()
+        await self.store.delete(key)
 
     async def end(self, ticket: SessionTicket) -> list[str]:
         """Sign-out: gone from this replica's cache at once, and from the store. Returns
@@ -401,6 +467,7 @@ class Sessions:
         replica's copy) and any newer one this process had not saved yet."""
         cache_key = SessionCache.key_for(ticket.encode())
         self._cache.evict(cache_key)
+        self._cache_keys.pop(ticket.key, None)
         unsaved = self.pending.release(cache_key)
         retry = self._retries.pop(cache_key, None)
         if retry is not None:

@@ -18,6 +18,17 @@ Rules every backend follows (the contract suite in tests/contract checks them):
   earlier success instead of reporting a conflict (see store/dynamodb.py).
 - ``write_budget``: the longest one store call may take, all of the backend's own
   attempts included. The refresh lease is sized from it (session/refresh.py).
+- Back-channel logout (OpenID Connect Back-Channel Logout 1.0, 2.7): a session created
+  with ``sid_hash`` / ``sub_hash`` is found by them (``keys_with_sid``, ``keys_with_sub``);
+  the raw ``sid`` and issuer-qualified ``sub`` never reach the store (oidc/logout.py hashes
+  them). Lookups are for deletion only and may trail a just-created session by the index's
+  replication lag (DynamoDB's global secondary indexes are eventually consistent).
+- Logout tokens (2.6 step 8), in the same shared store, so a replay to another replica fails
+  too: ``logout_token_seen`` is a strongly consistent read of whether a token's ``jti`` is
+  recorded (and not lapsed); ``remember_logout_token`` records it until the token expires,
+  with a conditional write that says whether it was new. The endpoint reads, ends the
+  sessions, and records last, so a failure never leaves a token recorded whose logout was
+  not carried out (web/backchannel.py).
 """
 
 from __future__ import annotations
@@ -83,6 +94,10 @@ class SessionRecord:
     refresh_lease_until: int = 0  # epoch seconds (the taker's clock); 0: no lease
     lease_owner: str = ""  # random token of the lease's holder; "" with no lease
     write_id: str = ""  # id of the last create/update that wrote this item
+    # Set once, at creation (oidc/logout.py): SHA-256 of the issuer and the ID token's sid /
+    # sub, for back-channel logout. "" on sessions created before this release (or without sid).
+    sid_hash: str = ""
+    sub_hash: str = ""
 
 
 # DynamoDB's item limit: 400 KB, attribute names and values counted (Developer Guide,
@@ -90,9 +105,10 @@ class SessionRecord:
 # session too large for production fails in development the same way, at sign-in.
 MAX_ITEM_BYTES = 400_000  # "400 KB"; the service takes a little more (about 409,600), moto 405,000
 _ATTRIBUTE_NAMES = ("pk", "sub", "payload", "expires_at", "version", "created_at", "last_seen_at",
-                    "refresh_lease_until", "lease_owner", "write_id")
+                    "refresh_lease_until", "lease_owner", "write_id", "sid_hash", "sub_hash")
 _NUMBER_BYTES = 21  # the most a DynamoDB number can take
-_SMALL_STRINGS = 64 + 255 + 64 + 32  # key (sha256 hex), sub (OIDC: at most 255 ASCII), lease owner, write id
+# key (sha256 hex), sub (OIDC: at most 255 ASCII), lease owner, write id, sid and sub hashes (sha256 hex)
+_SMALL_STRINGS = 64 + 255 + 64 + 32 + 64 + 64
 
 
 def item_size(payload: bytes, sub: str = "") -> int:
@@ -152,5 +168,20 @@ class SessionStore(Protocol):
 
     async def delete(self, key: str) -> SessionRecord | None:
         """Remove the item; returns it as it was (None when absent or unknown)."""
+
+    async def keys_with_sid(self, sid_hash: str) -> list[str]:
+        """Keys of the sessions created with ``sid_hash``, expired ones included: they are
+        looked up to be deleted."""
+
+    async def keys_with_sub(self, sub_hash: str) -> list[str]:
+        """Keys of every session created with ``sub_hash``."""
+
+    async def logout_token_seen(self, token_hash: str, now: int) -> bool:
+        """Whether a logout token (by a hash of its issuer and jti) is recorded and its record
+        has not lapsed (``until`` >= ``now``); strongly consistent, changes nothing."""
+
+    async def remember_logout_token(self, token_hash: str, until: int, now: int) -> bool:
+        """Record a logout token until ``until``; True when it was not already recorded (or
+        its record lapsed before ``now``), False: someone recorded it first."""
 
     async def close(self) -> None: ...

@@ -2,7 +2,12 @@
 
 Item: pk (S), sub (S), payload (B, sealed), expires_at (N, the TTL attribute),
 version (N), created_at (N), last_seen_at (N), refresh_lease_until (N), lease_owner (S),
-write_id (S).
+write_id (S), and, for back-channel logout, sid_hash (S) and sub_hash (S) (SHA-256 of the
+issuer and sid / sub: oidc/logout.py). Two sparse global secondary indexes, KEYS_ONLY,
+find sessions by those hashes (a session without one is simply not in that index):
+``sid_hash-index`` and ``sub_hash-index``. Items under ``logout-token#<hash>`` (pk,
+expires_at, write_id) remember the logout tokens already acted on, until they expire
+(read with ConsistentRead before a logout, written conditionally after it).
 Reads are ConsistentRead; writes after creation carry ``attribute_exists(pk) AND
 version = :expected`` so an UpdateItem can never re-create a deleted session.
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +56,25 @@ _PERMANENT = frozenset({
 })
 ATTEMPTS = 3
 BACKOFF = (0.1, 0.3)  # seconds before the 2nd and 3rd attempt (each with up to 50 % jitter off)
+
+# The table as `store init` creates it (deploy/aws/dynamodb-table.yaml says the same; a test compares them).
+KEY_SCHEMA = [{"AttributeName": "pk", "KeyType": "HASH"}]
+ATTRIBUTE_DEFINITIONS = [
+    {"AttributeName": "pk", "AttributeType": "S"},
+    {"AttributeName": "sid_hash", "AttributeType": "S"},
+    {"AttributeName": "sub_hash", "AttributeType": "S"},
+]
+SID_INDEX = "sid_hash-index"
+SUB_INDEX = "sub_hash-index"
+# KEYS_ONLY: a lookup needs only the keys to delete; nothing sealed is copied into an index.
+INDEXES = [
+    {"IndexName": SID_INDEX, "KeySchema": [{"AttributeName": "sid_hash", "KeyType": "HASH"}],
+     "Projection": {"ProjectionType": "KEYS_ONLY"}},
+    {"IndexName": SUB_INDEX, "KeySchema": [{"AttributeName": "sub_hash", "KeyType": "HASH"}],
+     "Projection": {"ProjectionType": "KEYS_ONLY"}},
+]
+# Session keys are SHA-256 hex: no session key can take this form.
+LOGOUT_TOKEN_PREFIX = "logout-token#"
 
 
 class _ConditionFailed(Exception):
@@ -119,6 +144,11 @@ class DynamoDBStore:
             "lease_owner": {"S": ""},
             "write_id": {"S": write_id},
         }
+        # Index keys cannot be empty strings: a session without a sid is left out of that index.
+        if record.sid_hash:
+            item["sid_hash"] = {"S": record.sid_hash}
+        if record.sub_hash:
+            item["sub_hash"] = {"S": record.sub_hash}
         await self._conditional(
             "create", record.key, lambda found: found.write_id == write_id,
             self._client.put_item, TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)",
@@ -216,13 +246,72 @@ class DynamoDBStore:
         item = response.get("Attributes")
         return _record(item) if item else None
 
-    async def create_table(self, wait: float = 60.0) -> None:
-        """Create the table (PAY_PER_REQUEST) if missing, wait for ACTIVE, enable TTL; idempotent."""
+    async def keys_with_sid(self, sid_hash: str) -> list[str]:
+        return await self._keys_in_index(SID_INDEX, "sid_hash", sid_hash)
+
+    async def keys_with_sub(self, sub_hash: str) -> list[str]:
+        return await self._keys_in_index(SUB_INDEX, "sub_hash", sub_hash)
+
+    async def _keys_in_index(self, index: str, attribute: str, value: str) -> list[str]:
+        # A GSI Query is eventually consistent (no ConsistentRead on global indexes): a session
+        # created a moment before may not be found yet. Each page holds up to 1 MB of keys.
+        if not value:
+            return []  # no item has an empty index key (the service refuses to query for one)
+        keys: list[str] = []
+        start: dict[str, Any] | None = None
+        while True:
+            page = await self._call(
+                "query", self._client.query, TableName=self.table, IndexName=index,
+                KeyConditionExpression="#attribute = :value", ExpressionAttributeNames={"#attribute": attribute},
+                ExpressionAttributeValues={":value": {"S": value}}, **({"ExclusiveStartKey": start} if start else {}),
+            )
+            keys.extend(item["pk"]["S"] for item in page.get("Items", ()))
+            start = page.get("LastEvaluatedKey")
+            if not start:
+                return keys
+
+    async def logout_token_seen(self, token_hash: str, now: int) -> bool:
+        response = await self._call("logout_token_seen", self._client.get_item, TableName=self.table,
+                                    Key={"pk": {"S": LOGOUT_TOKEN_PREFIX + token_hash}}, ConsistentRead=True)
+        item = response.get("Item")
+        # A record past its expiry may still be there (TTL deletes lazily): it no longer counts,
+        # as for remember_logout_token's condition.
+        return item is not None and int(item.get("expires_at", {}).get("N", "0")) >= now
+
+    async def remember_logout_token(self, token_hash: str, until: int, now: int) -> bool:
+        key = LOGOUT_TOKEN_PREFIX + token_hash
+        write_id = secrets.token_urlsafe(12)
+        try:
+            await self._call(
+                "logout_token", self._client.put_item, TableName=self.table,
+                Item={"pk": {"S": key}, "expires_at": {"N": str(until)}, "write_id": {"S": write_id}},
+                # A record past its expiry may still be there (TTL deletes lazily): it no longer counts.
+                ConditionExpression="attribute_not_exists(pk) OR expires_at < :now",
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except _ConditionFailed as exc:
+            item = exc.item if exc.item else await self._get_item(key)  # dynalite returns no item
+            # Our own earlier attempt, whose answer was lost, is not a replay.
+            return item is not None and item.get("write_id", {}).get("S") == write_id
+        return True
+
+    async def create_table(self, wait: float = 60.0, *, upgrade: bool = True) -> list[str]:
+        """Create the table (PAY_PER_REQUEST, with the back-channel logout indexes) if missing,
+        wait for ACTIVE, enable TTL. A table an earlier release created lacks the indexes:
+        ``upgrade`` adds them (UpdateTable, one index per call as DynamoDB requires, each
+        waited for until ACTIVE, which on a large table means backfilled); without it they are
+        only reported. Idempotent: run again, it waits for what is still being built.
+        Returns the names of the indexes still missing (none after an upgrade).
+
+        Every call to the service is written here, in this one method: the IAM policies in
+        deploy/aws are checked against the calls each method makes (tests/unit/test_deploy_files.py)."""
         try:
             await self._client.create_table(
                 TableName=self.table,
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=ATTRIBUTE_DEFINITIONS,
+                KeySchema=KEY_SCHEMA,
+                GlobalSecondaryIndexes=INDEXES,
                 BillingMode="PAY_PER_REQUEST",
             )
         except ClientError as exc:
@@ -231,13 +320,23 @@ class DynamoDBStore:
         except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
             raise StoreUnavailable(f"create_table: {type(exc).__name__}") from None
         deadline = asyncio.get_running_loop().time() + wait
-        while True:  # tables become ACTIVE asynchronously (the real service, dynalite)
-            description = await self._call("describe_table", self._client.describe_table, TableName=self.table)
-            if description["Table"]["TableStatus"] == "ACTIVE":
-                break
-            if asyncio.get_running_loop().time() > deadline:
-                raise StoreUnavailable(f"table {self.table} not ACTIVE after {wait:g}s")
-            await asyncio.sleep(0.1)
+        describe = self._client.describe_table
+        table = await self._until_active(describe, deadline, wait)
+        missing = [index for index in INDEXES if index["IndexName"] not in _index_names(table)]
+        if missing and upgrade:
+            for index in missing:
+                await self._call("update_table", self._client.update_table, TableName=self.table,
+                                 AttributeDefinitions=ATTRIBUTE_DEFINITIONS, GlobalSecondaryIndexUpdates=[{"Create": index}])
+                table = await self._until_active(describe, deadline, wait)
+                if index["IndexName"] not in _index_names(table):
+                    # dynalite accepts the call and ignores it; no retry can help.
+                    raise StoreRejected(f"update_table: the server did not add index {index['IndexName']}")
+                log().info("store_index_created", extra={"fields": {"table": self.table, "index": index["IndexName"]}})
+            missing = []
+        elif missing:
+            log().warning("store_indexes_missing", extra={"fields": {
+                "table": self.table, "indexes": [index["IndexName"] for index in missing],
+                "effect": "back-channel logout cannot find sessions; run `authproxy store init`"}})
         try:
             await self._client.update_time_to_live(
                 TableName=self.table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
@@ -245,11 +344,28 @@ class DynamoDBStore:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code == "ValidationException" and "already enabled" in str(exc).lower():
-                return
+                return [index["IndexName"] for index in missing]
             # dynalite has no UpdateTimeToLive; expiry is still honoured on every read.
             log().warning("store_ttl_not_enabled", extra={"fields": {"table": self.table, "code": code}})
         except (BotoCoreError, OSError, asyncio.TimeoutError) as exc:
             log().warning("store_ttl_not_enabled", extra={"fields": {"table": self.table, "code": type(exc).__name__}})
+        return [index["IndexName"] for index in missing]
+
+    async def _until_active(self, describe: Any, deadline: float, wait: float) -> dict[str, Any]:
+        """The table's description once it and every index are ACTIVE (tables and indexes
+        become ACTIVE asynchronously: the real service, dynalite; an index being added to a
+        table with items is backfilled first)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            table = (await self._call("describe_table", describe, TableName=self.table))["Table"]
+            building = [index["IndexName"] for index in table.get("GlobalSecondaryIndexes", ())
+                        if index.get("IndexStatus", "ACTIVE") != "ACTIVE" or index.get("Backfilling")]
+            if table["TableStatus"] == "ACTIVE" and not building:
+                return table
+            if loop.time() > deadline:
+                what = f"index {', '.join(building)}" if building else f"table {self.table}"
+                raise StoreUnavailable(f"{what} not ACTIVE after {wait:g}s (run store init again to keep waiting)")
+            await asyncio.sleep(0.5 if building else 0.1)
 
     async def _conditional(
         self, operation: str, key: str, ours: Callable[[SessionRecord], bool], method: Any, **kwargs: Any
@@ -329,4 +445,10 @@ def _record(item: dict[str, Any]) -> SessionRecord:
         refresh_lease_until=int(item.get("refresh_lease_until", {}).get("N", "0")),
         lease_owner=item.get("lease_owner", {}).get("S", ""),
         write_id=item.get("write_id", {}).get("S", ""),
+        sid_hash=item.get("sid_hash", {}).get("S", ""),
+        sub_hash=item.get("sub_hash", {}).get("S", ""),
     )
+
+
+def _index_names(table: dict[str, Any]) -> set[str]:
+    return {index["IndexName"] for index in table.get("GlobalSecondaryIndexes", ())}

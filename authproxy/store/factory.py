@@ -21,7 +21,9 @@ async def open_store(config: StoreConfig, *, create_table: bool | None = None) -
     await store.open()
     if settings.create_table if create_table is None else create_table:
         try:
-            await store.create_table()
+            # Not the index upgrade of an older table: replicas starting together would race
+            # their UpdateTable calls and wait for a backfill; `authproxy store init` does it once.
+            await store.create_table(upgrade=False)
         except StoreError as exc:
             # Not fatal at start-up: requests needing the store get 503 until it answers.
             log().error("store_create_table_failed", extra={"fields": {"table": settings.table, "error": str(exc)}})

@@ -104,7 +104,10 @@ class _Exchange:
 
 
 class ProxyHandler:
-    """Handles every request on the proxy listener."""
+    """Handles every request on the proxy listener. With tracing configured, server.py serves
+    with ``authproxy.tracing.handler.TracedProxyHandler``, a subclass wrapping ``_serve``,
+    ``_forward`` and ``_websocket`` in spans (so this class has no tracing code): a change to
+    their signatures needs the same change there (tests/integration/test_tracing.py)."""
 
     def __init__(self, rules: Rules, forwarder: Forwarder, access_log: AccessLog, sign_in: SignIn | None = None):
         config = rules.config
@@ -202,7 +205,11 @@ class ProxyHandler:
             strip=rules.strip[route],
         )
         if (route.injections or route.assertion) and not preflight:
-            for name, value in await rules.gate.identity_headers(route, identity, request_id):
+            # A session's rendered block is kept (Gate.rendered_headers); an await only for a service token.
+            block = rules.gate.rendered_headers(route, identity, request_id)
+            if block is None:
+                block = await rules.gate.identity_headers(route, identity, request_id)
+            for name, value in block:
                 upstream_headers[name] = value
         sign_in = self.sign_in
         if sign_in is not None and "Cookie" in upstream_headers:
@@ -304,6 +311,7 @@ class ProxyHandler:
             client=client_address(request.remote or "", headers.getall("X-Forwarded-For", ()), rules.trusted),
             user=exchange.user,
             refusal=exchange.refusal,
+            idle=self.stats.in_flight == 0,  # nothing else in flight: the line leaves now, not batched
         )
 
     async def _own_endpoint(
@@ -386,7 +394,9 @@ class ProxyHandler:
         if decision.__class__ is not Allow:
             scheme = effective_scheme(headers, True, request.scheme)
             return _no_store(self._refusal(decision, gate, request_id, headers.get("Accept"), target, scheme))
-        response = _identity_response(identity, gate.groups_claim, request_id)
+        # a bearer issuer's identity names its own groups claim (bearer_issuers[].groups_claim)
+        groups_claim = (identity.groups_claim if identity is not None else None) or gate.groups_claim
+        response = _identity_response(identity, groups_claim, request_id)
         for name, value in await gate.identity_headers(route, identity, request_id):
             response.headers[name] = value
         sign_in = self.sign_in

@@ -32,6 +32,7 @@ from authproxy.web.reload import Reloader, on_signal_reload
 if TYPE_CHECKING:
     from authproxy.oidc.service_tokens import ServiceTokens
     from authproxy.store.base import SessionStore
+    from authproxy.tracing.otel import Tracing
     from authproxy.web.provider import ProviderLink
     from authproxy.web.signin import SignIn
 
@@ -57,8 +58,15 @@ class Parts:
         self.service_tokens: ServiceTokens | None = None
         self.store: SessionStore | None = None
         self.loading: asyncio.Task[None] | None = None  # the provider's discovery and keys
+        self.tracing: Tracing | None = None  # spans are made only when tracing: is configured
 
     async def open(self, config: Config) -> None:
+        if config.tracing is not None:
+            # Only now: OpenTelemetry is an optional extra (authproxy/tracing/__init__.py).
+            from authproxy import tracing
+            from authproxy.tracing.otel import Tracing
+
+            self.tracing = tracing.active = Tracing(config.tracing)
         await self.forwarder.start()
         if config.oidc is None:
             return
@@ -68,8 +76,10 @@ class Parts:
 
         # trust_env: HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply to the provider's calls when set
         # (botocore honours them for DynamoDB on its own). Upstreams are never proxied.
+        traced = self.tracing.client_trace_configs() if self.tracing is not None else None  # IdP call spans
         self.idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True,
-                                              connector=aiohttp.TCPConnector(ssl=provider_tls(config.oidc.ca_file)))
+                                              connector=aiohttp.TCPConnector(ssl=provider_tls(config.oidc.ca_file)),
+                                              trace_configs=traced)
         provider = self.provider = ProviderLink(config.oidc, self.idp_http, self.readiness)
         self.service_tokens = ServiceTokens(lambda: provider.client)
         if config.session is not None and config.public_url is not None:
@@ -77,6 +87,8 @@ class Parts:
             from authproxy.web.signin import SignIn
 
             self.store = await open_store(config.store)
+            if self.tracing is not None:
+                self.store = self.tracing.store(self.store)
             self.sign_in = SignIn(config, provider, self.store, self.clock)
         self.loading = asyncio.create_task(provider.load())
 
@@ -88,7 +100,8 @@ class Parts:
 
             keys = [key.get_secret_value() for key in config.assertion.signing_keys]
             signer = AssertionSigner(keys, str(config.public_url).rstrip("/"), config.assertion.lifetime)
-        return Rules(config, Gate(config, self.provider, self.sign_in, self.service_tokens, signer, self.clock))
+        gate = Gate if self.tracing is None else self.tracing.gate
+        return Rules(config, gate(config, self.provider, self.sign_in, self.service_tokens, signer, self.clock))
 
     async def close(self) -> None:
         if self.loading is not None:
@@ -98,6 +111,11 @@ class Parts:
             await self.idp_http.close()
         if self.store is not None:
             await self.store.close()
+        if self.tracing is not None:
+            from authproxy import tracing
+
+            tracing.active = None
+            await asyncio.to_thread(self.tracing.shutdown)  # exports what is still queued
 
 
 async def serve(
@@ -126,7 +144,8 @@ async def serve(
     admin_runner: web.AppRunner | None = None
     try:
         await parts.open(config)
-        handler = ProxyHandler(parts.rules(config), parts.forwarder, AccessLog(config.log), parts.sign_in)
+        serving = ProxyHandler if parts.tracing is None else parts.tracing.proxy_handler
+        handler = serving(parts.rules(config), parts.forwarder, AccessLog(config.log), parts.sign_in)
         listener_tls = listener_tls_context(config.tls) if config.tls is not None else None
 
         def apply(new: Config, _text: str) -> None:
@@ -167,6 +186,7 @@ async def serve(
         readiness.pending("shutdown", "shutting down")
         _report(status_fd, STATUS_STOPPING)
         await _shut_down(runner, parts.sign_in, config.shutdown_timeout)
+        handler.access_log.flush()  # the drained requests' lines, before the process says it stopped
         if snapshots is not None:
             snapshots.cancel()
             metrics.write_snapshot(metrics_dir, f"worker-{os.getpid()}")  # type: ignore[arg-type]

@@ -1,5 +1,6 @@
 """Sign-in for ``auth: login`` routes: the proxy's endpoints under ``proxy_prefix``
-(start, callback, sign_out, userinfo) and the session check on protected routes.
+(start, callback, sign_out, userinfo, and backchannel_logout: web/backchannel.py) and the
+session check on protected routes.
 
 The rules come from OIDC Core 3.1 and RFC 6749/7636/9207; each step names its source.
 Pure decisions live in oidc/ and session/; this module is the HTTP edge.
@@ -51,6 +52,7 @@ from authproxy.errors import SessionEnded
 from authproxy.session.refresh import Refresher
 from authproxy.session.store import Session, Sessions
 from authproxy.store.base import RecordTooLarge, SessionStore, StoreError
+from authproxy.web.backchannel import BackChannelLogout
 from authproxy.web.provider import ProviderLink
 
 _USED_STATES_MAX = 100_000
@@ -79,7 +81,10 @@ class SignIn:
         cache: SessionCache[tuple[Session, int]] = SessionCache(
             config.store.cache.max_entries, config.store.cache.ttl, max_bytes=config.store.cache.max_bytes,
             weigh=lambda entry: entry[0].footprint())
-        self.sessions = Sessions(store, SecretBox(secrets, b"authproxy session"), cache, self.settings.idle_timeout)
+        # sid/sub hashes in the namespace of the provider's configured issuer, whichever of its
+        # issuers signed the ID token (oidc/logout.py), with back-channel logout on or off
+        self.sessions = Sessions(store, SecretBox(secrets, b"authproxy session"), cache, self.settings.idle_timeout,
+                                 provider=self.oidc.issuer)
         self.refresher = Refresher(
             self.sessions, lambda: self.client, self.settings.refresh_before_expiry, verify_id_token=self._verify_refreshed,
             clock=clock,
@@ -90,6 +95,8 @@ class SignIn:
         self.routes_changed(config)
         self.provider = provider
         self._used_states: dict[str, int] = {}
+        self.backchannel = (BackChannelLogout(self.oidc, self.sessions, lambda: self.client, clock)
+                            if self.settings.backchannel_logout else None)
 
     def routes_changed(self, config: Config) -> None:
         """Where a sign-in may return to: our host and the routes' hosts (after a reload too)."""
@@ -155,6 +162,9 @@ class SignIn:
     # --- the proxy's own endpoints ------------------------------------------------------
 
     async def handle(self, request: web.BaseRequest, endpoint: str, request_id: str) -> web.StreamResponse:
+        if endpoint == "backchannel_logout" and self.backchannel is not None:
+            # A server's call: JSON answers only, its own 503 while the provider is not loaded.
+            return await self.backchannel.handle(request, request_id)
         if self.client is None:
             return error_response(503, "not_ready", "sign-in is not available yet", request_id,
                                   accept=request.headers.get("Accept"), retry_after=RETRY_AFTER)

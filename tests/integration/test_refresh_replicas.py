@@ -58,7 +58,11 @@ async def test_fifty_requests_three_replicas_one_refresh(upstream, tmp_path, ser
         assert statuses == [200] * 50
         assert await provider.settled_grants("refresh_token", 1, timeout=3) == 1
         assert sum(r.metric("authproxy_token_refresh_total", result="success") for r in replicas) == 1
-        assert sum(r.metric("authproxy_token_refresh_duration_seconds_count") for r in replicas) == 1
+        # Every call to the token endpoint is timed; on a loaded machine a call may time out
+        # (transient_error) before one succeeds, but the provider still grants exactly once.
+        calls = sum(r.metric("authproxy_token_refresh_total", result=result) for r in replicas
+                    for result in ("success", "transient_error", "rejected", "invalid_grant"))
+        assert sum(r.metric("authproxy_token_refresh_duration_seconds_count") for r in replicas) == calls
         assert sum(r.metric("authproxy_store_operation_duration_seconds_count", backend="dynamodb", operation="lease")
                    for r in replicas) >= 1
         assert not [e for e in provider.events if e.startswith("grant.error")]

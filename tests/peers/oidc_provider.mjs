@@ -18,6 +18,13 @@
 //   "useGrantedResource": false  true: a code exchanged without `resource` still gets a JWT for the
 //                                resource asked for at /auth (oidc-provider's default is an opaque
 //                                token for /me when the scope has openid)
+//   "backchannelLogout": false,  true: OpenID Connect Back-Channel Logout 1.0 (a client registers
+//                                backchannel_logout_uri, and backchannel_logout_session_required for
+//                                a sid in ID and logout tokens); each logout token sent is printed as
+//                                "logout_token <value>", each delivery as "event backchannel.success"
+//                                or "event backchannel.error"
+//   "jwks": {"keys": [...]}      the provider's private signing keys (default: its development key),
+//                                so a test can sign tokens exactly as the provider would
 // }
 // Without a `resource` parameter nothing changes: access tokens are opaque, as before.
 // The client_credentials grant is enabled when a client has that grant type.
@@ -57,8 +64,8 @@ const machineClients = clients.some((client) => (client.grant_types || []).inclu
 // The development keystore has one RSA key; a resource that signs with ES256 needs an EC key, so
 // then the provider gets its own keys (RSA for ID tokens, EC P-256), all published at /jwks.
 const algs = new Set(Object.values(resources).map((resource) => resource.alg || 'RS256'));
-let jwks;
-if ([...algs].some((alg) => alg !== 'RS256')) {
+let jwks = options.jwks;
+if (!jwks && [...algs].some((alg) => alg !== 'RS256')) {
   const rsa = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
   const ec = crypto.generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
   jwks = { keys: [{ ...rsa, use: 'sig', alg: 'RS256', kid: 'rsa-1' }, { ...ec, use: 'sig', alg: 'ES256', kid: 'ec-1' }] };
@@ -89,6 +96,7 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: true },
     revocation: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    backchannelLogout: { enabled: Boolean(options.backchannelLogout) },
     clientCredentials: { enabled: machineClients },
     resourceIndicators: {
       enabled: true,
@@ -115,6 +123,11 @@ const provider = new Provider(issuer, {
     return { email, email_verified, groups };
   },
   cookies: { keys: ['authproxy-test-cookie-key'] },
+  // Its outgoing requests refuse loopback addresses (SSRF protection: a dispatcher that drops
+  // such sockets); a back-channel logout here goes to an authproxy on 127.0.0.1 by design.
+  ...(options.backchannelLogout ? {
+    fetch: (url, { dispatcher, ...init }) => globalThis.fetch(url, init),
+  } : {}),
   findAccount: async (ctx, id) => ({
     accountId: id,
     claims: async () => accountClaims(id),
@@ -132,6 +145,19 @@ provider.on('refresh_token.saved', (token) => process.stdout.write(`token refres
 provider.on('refresh_token.destroyed', () => {
   process.stdout.write('event refresh_token.destroyed\n'); // revoked (RFC 7009) or rotated
 });
+if (options.backchannelLogout) {
+  // The logout tokens themselves, for tests that replay one; IdToken.issue signs them too.
+  const { issue } = provider.IdToken.prototype;
+  provider.IdToken.prototype.issue = async function issueAndPrint(...args) {
+    const token = await issue.apply(this, args);
+    if (args[0] && args[0].use === 'logout') process.stdout.write(`logout_token ${token}\n`);
+    return token;
+  };
+  provider.on('backchannel.success', () => process.stdout.write('event backchannel.success\n'));
+  provider.on('backchannel.error', (ctx, err) => {
+    process.stdout.write(`event backchannel.error ${err.response ? err.response.status : err.message}\n`);
+  });
+}
 provider.on('grant.error', (ctx, err) => {
   process.stdout.write(`event grant.error ${ctx.oidc.params && ctx.oidc.params.grant_type} ${err.error || err.message}\n`);
 });

@@ -43,9 +43,14 @@ class OidcProvider:
     and may carry ``"resource_scopes": {resource: "scopes it may get"}`` (absent: everything).
     ``None`` (the default) means one such client with the defaults when ``resources`` is given,
     none otherwise; ``[]`` means none.
+    ``backchannel_logout_uri``: turns on OpenID Connect Back-Channel Logout 1.0 and registers
+    this URI for the ``authproxy`` client; ``backchannel_logout_session_required`` (default
+    True) puts a ``sid`` in its ID and logout tokens. The logout tokens the provider sends are
+    collected in ``logout_tokens``. Off by default: nothing changes without it.
     Other keyword options go to the peer as they are (accessTokenTtl, idTokenTtl,
-    rotateRefreshToken, useGrantedResource, and ``tls={"cert": PATH, "key": PATH}`` to serve
-    HTTPS: the issuer is then ``https://127.0.0.1:PORT``).
+    rotateRefreshToken, useGrantedResource, ``jwks={"keys": [private JWK, ...]}`` for the
+    provider's signing keys, and ``tls={"cert": PATH, "key": PATH}`` to serve HTTPS: the
+    issuer is then ``https://127.0.0.1:PORT``).
     """
 
     def __init__(
@@ -56,6 +61,8 @@ class OidcProvider:
         *,
         resources: dict[str, dict | str] | None = None,
         machine_clients: list[dict] | None = None,
+        backchannel_logout_uri: str | None = None,
+        backchannel_logout_session_required: bool = True,
         **options,
     ):
         self.port = port or free_port()
@@ -68,6 +75,10 @@ class OidcProvider:
             "response_types": ["code"],
             "token_endpoint_auth_method": "client_secret_basic",
         }
+        if backchannel_logout_uri is not None:
+            client["backchannel_logout_uri"] = backchannel_logout_uri
+            client["backchannel_logout_session_required"] = backchannel_logout_session_required
+            options["backchannelLogout"] = True
         clients = [client]
         if machine_clients is None:
             machine_clients = [{}] if resources else []
@@ -91,6 +102,7 @@ class OidcProvider:
             }
         self.events: list[str] = []
         self.tokens: list[str] = []  # every opaque access and refresh token issued
+        self.logout_tokens: list[str] = []  # every back-channel logout token sent
         self.process = subprocess.Popen(
             ["node", str(ROOT / "tests" / "peers" / "oidc_provider.mjs"), str(self.port), json.dumps(config)],
             cwd=ROOT,
@@ -115,6 +127,8 @@ class OidcProvider:
                 self.events.append(line[6:].strip())
             elif line.startswith("token "):
                 self.tokens.append(line.split()[2])
+            elif line.startswith("logout_token "):
+                self.logout_tokens.append(line.split()[1])
 
     @property
     def issuer(self) -> str:
@@ -128,6 +142,20 @@ class OidcProvider:
         while value not in self.tokens and loop.time() < deadline:
             await asyncio.sleep(0.02)
         return value in self.tokens
+
+    async def end_session(self, browser: aiohttp.ClientSession) -> None:
+        """Sign ``browser`` out at the provider (its /session/end page, "Yes, sign me out"):
+        the provider ends its session and sends back-channel logout tokens, waiting for the
+        answers before it answers itself (oidc-provider's end_session confirm)."""
+        async with browser.get(f"{self.issuer}/session/end", allow_redirects=False) as response:
+            page = await response.text()
+            assert response.status == 200, page[:500]
+        action = _FORM_ACTION.search(page)
+        assert action, page[:500]
+        form = {**dict(_HIDDEN.findall(page)), "logout": "yes"}
+        async with browser.post(urljoin(f"{self.issuer}/session/end", action.group(1)), data=form,
+                                allow_redirects=False) as response:
+            assert response.status in (302, 303), await response.text()
 
     def grants(self, grant_type: str) -> int:
         return sum(1 for event in self.events if event == f"grant.success {grant_type}")

@@ -378,8 +378,10 @@ def policy_actions(path: Path) -> set[str]:
         assert statement["Effect"] == "Allow"
         assert "NotAction" not in statement and "NotResource" not in statement
         for resource in [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]:
-            assert "*" not in resource.split(":table/")[0], resource
-            assert resource.endswith(":table/" + table_template()["Parameters"]["TableName"]["Default"]), resource
+            assert "*" not in resource, resource
+            table, _, index = resource.partition("/index/")  # Query is granted on the indexes only
+            assert table.endswith(":table/" + table_template()["Parameters"]["TableName"]["Default"]), resource
+            assert not index or (index in table_index_names() and statement["Action"] == ["dynamodb:Query"]), resource
         actions |= {statement["Action"]} if isinstance(statement["Action"], str) else set(statement["Action"])
     assert not any("*" in name for name in actions)
     return actions
@@ -389,14 +391,19 @@ def table_template() -> dict:
     return yaml.load((AWS / "dynamodb-table.yaml").read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 
+def table_index_names() -> set[str]:
+    (table,) = table_template()["Resources"].values()
+    return {index["IndexName"] for index in table["Properties"].get("GlobalSecondaryIndexes", ())}
+
+
 def test_iam_policy_is_exactly_what_the_store_calls():
     calls = store_client_calls()
     # the operations the running proxy makes, and those only `store init` (or create_table:
     # true) makes; the scan must find them, or it proves nothing
     init_only = calls.pop("create_table")
     runtime = set().union(*calls.values())
-    assert {"get_item", "put_item", "update_item", "delete_item"} <= runtime
-    assert {"create_table", "update_time_to_live"} <= init_only
+    assert {"get_item", "put_item", "update_item", "delete_item", "query"} <= runtime
+    assert {"create_table", "update_time_to_live", "update_table"} <= init_only
     assert policy_actions(AWS / "iam-policy.json") == {action(name) for name in runtime}
     assert policy_actions(AWS / "iam-policy-store-init.json") == {action(name) for name in init_only - runtime}
 
@@ -405,9 +412,9 @@ def test_iam_resource_matches_the_configs():
     config = configmap_config()
     for path in ("iam-policy.json", "iam-policy-store-init.json"):
         for statement in json.loads((AWS / path).read_text())["Statement"]:
-            arn = statement["Resource"]
-            assert arn.split(":")[3] == config.store.dynamodb.region
-            assert arn.endswith(f":table/{config.store.dynamodb.table}")
+            for arn in [statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"]:
+                assert arn.split(":")[3] == config.store.dynamodb.region
+                assert arn.partition("/index/")[0].endswith(f":table/{config.store.dynamodb.table}")
 
 
 def test_table_template_passes_cfn_lint():
@@ -417,15 +424,19 @@ def test_table_template_passes_cfn_lint():
 
 
 def test_table_is_the_one_the_store_creates():
-    """Key schema and TTL attribute as in the store's own create_table and update_time_to_live calls."""
+    """Key schema, indexes and TTL attribute as in the store's own create_table and update_time_to_live calls."""
+    from authproxy.store import dynamodb
+
     created: dict = {}
     for node in ast.walk(ast.parse(STORE_SOURCE.read_text())):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and node.func.attr in ("create_table", "update_time_to_live") \
                 and isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "_client":
             for keyword in node.keywords:
-                if keyword.arg != "TableName":
-                    created[keyword.arg] = ast.literal_eval(keyword.value)
+                if keyword.arg != "TableName":  # a literal, or a module constant of the store
+                    value = keyword.value
+                    created[keyword.arg] = getattr(dynamodb, value.id) if isinstance(value, ast.Name) \
+                        else ast.literal_eval(value)
     (table,) = table_template()["Resources"].values()
     properties = table["Properties"]
     assert table["Type"] == "AWS::DynamoDB::Table"
@@ -435,7 +446,8 @@ def test_table_is_the_one_the_store_creates():
     assert properties["TimeToLiveSpecification"] == created["TimeToLiveSpecification"] \
         == {"Enabled": True, "AttributeName": "expires_at"}
     assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
-    assert "GlobalSecondaryIndexes" not in properties and "LocalSecondaryIndexes" not in properties
+    assert properties["GlobalSecondaryIndexes"] == created["GlobalSecondaryIndexes"]  # back-channel logout lookups
+    assert "LocalSecondaryIndexes" not in properties
     assert table["DeletionPolicy"] == "Retain"
     assert table_template()["Parameters"]["TableName"]["Default"] == configmap_config().store.dynamodb.table
 

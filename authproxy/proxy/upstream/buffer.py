@@ -36,7 +36,7 @@ def timeout_error() -> UpstreamTimeout:
 
 
 class BodyBuffer:
-    __slots__ = ("_source", "_chunks", "buffered", "complete", "error", "_waiter", "_read_timeout")
+    __slots__ = ("_source", "_chunks", "buffered", "complete", "error", "_waiter", "_read_timeout", "_loop")
 
     def __init__(self, source: Source, read_timeout: float):
         self._source = source
@@ -46,6 +46,9 @@ class BodyBuffer:
         self.error: UpstreamError | None = None  # why it will never be complete
         self._waiter: asyncio.Future[None] | None = None
         self._read_timeout = read_timeout
+        # The source's event loop when it names one (a connection does): get_running_loop()
+        # per wait would be a getpid() syscall each (CPython 3.11's fork check).
+        self._loop: asyncio.AbstractEventLoop | None = getattr(source, "loop", None)
 
     # --- fed by the connection ----------------------------------------------------------------
 
@@ -79,7 +82,9 @@ class BodyBuffer:
     async def wait(self, timed: bool = True) -> None:
         """Until the next ``wake``; ``timed``: at most the read timeout, after which the
         connection is cut and ``error`` says so."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(self._read_timeout, self._on_timeout, waiter) if timed else None
         try:

@@ -36,6 +36,15 @@ class UpstreamPool:
         self._ssl = ssl_context  # default: the system's CAs, hostname checked
         self._sweeper: asyncio.TimerHandle | None = None
         self.connections_opened = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the pool runs on, asked once: ``asyncio.get_running_loop()`` makes
+        a getpid() syscall per call on CPython 3.11 (its fork check)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     async def request(
         self,
@@ -61,7 +70,7 @@ class UpstreamPool:
             connection.begin(response, method == "HEAD")
             connection.write(head)
             if body is not None:
-                upload = response.upload = asyncio.get_running_loop().create_task(
+                upload = response.upload = self.loop().create_task(
                     _send_body(connection, response.body, body, length, read_timeout)
                 )
                 upload.add_done_callback(upload_done)
@@ -85,7 +94,7 @@ class UpstreamPool:
     async def _acquire(self, origin: Origin, connect_timeout: float, fresh: bool = False) -> tuple[_Connection, bool]:
         idle = None if fresh else self._idle.get(origin)
         if idle:
-            now = asyncio.get_running_loop().time()
+            now = self.loop().time()
             while idle:
                 connection = idle.pop()
                 if connection.reusable() and now - connection.idle_since < self.keepalive_timeout:
@@ -94,7 +103,7 @@ class UpstreamPool:
         return await self._connect(origin, connect_timeout), False
 
     async def _connect(self, origin: Origin, connect_timeout: float) -> _Connection:
-        loop = asyncio.get_running_loop()
+        loop = self.loop()
         context = None
         if origin.tls:
             if self._ssl is None:
@@ -120,7 +129,7 @@ class UpstreamPool:
 
     def idle(self, connection: _Connection) -> None:
         """``connection`` finished an exchange and may carry the next."""
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = connection.loop.time()
         self._idle.setdefault(connection.origin, []).append(connection)
 
     def lost(self, connection: _Connection) -> None:
@@ -129,7 +138,7 @@ class UpstreamPool:
 
     def _sweep(self) -> None:
         """Close connections idle for longer than keepalive_timeout."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop()
         now = loop.time()
         for origin, idle in list(self._idle.items()):
             keep = [c for c in idle if c.reusable() and now - c.idle_since < self.keepalive_timeout]

@@ -54,6 +54,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool, origin: Origin):
         self._pool = pool
         self.origin = origin
+        # Asked once per connection: asyncio.get_running_loop() makes a getpid() syscall
+        # on every call (CPython 3.11's fork check), three times a request before.
+        self.loop = pool.loop()
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self.response: UpstreamResponse | None = None
@@ -239,7 +242,7 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             raise ConnectionResetError("upstream connection lost")
         if self._paused_writing:
-            self._drain = asyncio.get_running_loop().create_future()
+            self._drain = self.loop.create_future()
             try:
                 async with asyncio.timeout(timeout):
                     await self._drain

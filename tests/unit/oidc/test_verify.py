@@ -156,3 +156,26 @@ def test_signed_claims_of_the_wrong_shape_are_refused_not_crashed(changes):
     claims = {**id_claims(client_id="client-1"), **changes}
     with pytest.raises(TokenInvalid):
         verify_token(sign(claims), JWKS, rules, NOW)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"exp": float("nan")}, "malformed_exp"),  # would never expire: every comparison with NaN is false
+        ({"exp": float("inf")}, "malformed_exp"),  # would outlive any bound (and math.ceil(inf) raises)
+        ({"exp": float("-inf")}, "malformed_exp"),
+        ({"exp": 10**400}, "malformed_exp"),  # no float holds it
+        ({"nbf": float("nan")}, "malformed_nbf"),
+        ({"nbf": float("-inf")}, "malformed_nbf"),
+        ({"iat": float("nan")}, "malformed_iat"),
+        ({"iat": float("-inf")}, "malformed_iat"),
+    ],
+)
+def test_time_claims_must_be_finite_numbers(changes, reason):
+    claims = {**id_claims(), **changes}
+    token = sign(claims)
+    payload = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))  # Python reads NaN and Infinity
+    assert payload.keys() >= changes.keys()
+    with pytest.raises(TokenInvalid) as caught:
+        verify_token(token, JWKS, ID_RULES, NOW)
+    assert caught.value.reason == reason
