@@ -46,16 +46,29 @@ class SessionCache(Generic[Value]):
     def key_for(cookie_value: str) -> str:
         return hashlib.sha256(cookie_value.encode()).hexdigest()
 
+    def peek(self, key: str) -> Value | None:
+        """The fresh cached value, without counting a hit or a miss (the caller counts the
+        lookup it completes: ``hit()``, or ``get_or_load``)."""
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() - entry[0] < self._ttl:
+            return entry[1]
+        return None
+
+    def hit(self, key: str) -> None:
+        """A lookup ``peek`` answered."""
+        self._entries.move_to_end(key)
+        metrics.SESSION_CACHE.hits += 1
+
     async def get_or_load(self, key: str, load: Callable[[], Awaitable[Value | None]]) -> Value | None:
         entry = self._entries.get(key)
         if entry is not None:
             stored_at, value, _ = entry
             if self._clock() - stored_at < self._ttl:
                 self._entries.move_to_end(key)
-                metrics.CACHE_HITS.inc()
+                metrics.SESSION_CACHE.hits += 1
                 return value
             self._drop(key)
-        metrics.CACHE_MISSES.inc()
+        metrics.SESSION_CACHE.misses += 1
         # Taken now, before the read starts: an evict() from here on keeps its result out.
         generation = self.generation(key)
         return await self._loading.run(key, lambda: self._load(key, load, generation))

@@ -186,11 +186,7 @@ class Refresher:
     ) -> Session:
         """``session`` with tokens fresh enough to forward; refreshes when due."""
         refresh = due(session, int(self._clock()), self._before_expiry, id_token)
-        verify = (
-            session.unverified_id_token is not None
-            and self._verify_id_token is not None
-            and self._monotonic() >= self._verify_after.get(ticket.key, 0.0)
-        )
+        verify = self._verify_due(ticket, session)
         if not refresh and not verify:
             return session
         work = self._refresh if refresh else self._verify_later
@@ -198,6 +194,19 @@ class Refresher:
         if refresh and tracing.active is not None:  # the refresh's span, in the refresh's own task
             call = functools.partial(tracing.active.refresh, call, session)
         return await self._inflight.run(ticket.key, call)
+
+    def ready(self, session: Session, id_token: bool = False) -> bool:
+        """Whether ``session`` can be forwarded as it is, with no refresh and no ID token
+        to verify: ``fresh`` would return it unchanged (checked without an await)."""
+        return (session.unverified_id_token is None or self._verify_id_token is None) and not due(
+            session, int(self._clock()), self._before_expiry, id_token)
+
+    def _verify_due(self, ticket: SessionTicket, session: Session) -> bool:
+        return (
+            session.unverified_id_token is not None
+            and self._verify_id_token is not None
+            and self._monotonic() >= self._verify_after.get(ticket.key, 0.0)
+        )
 
     # --- the refresh ---------------------------------------------------------------
 

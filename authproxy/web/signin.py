@@ -142,6 +142,9 @@ class SignIn:
         ticket = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
         if ticket is None:
             return None
+        session = self.sessions.cached(ticket, now)
+        if session is not None and self.refresher.ready(session, id_token):
+            return session  # a cache hit with nothing to do: no await
         found = await self.sessions.load(ticket, now)
         if found is None:
             return None

@@ -232,3 +232,14 @@ async def test_a_failed_write_keeps_the_new_tokens_in_this_process():
     assert refreshed.refresh_token == "RT-2"
     cached, _ = await sessions.load(ticket, NOW)  # the rotated refresh token was not lost
     assert cached.refresh_token == "RT-2"
+
+
+async def test_ready_says_when_fresh_would_return_the_session_unchanged():
+    """The signed-in request's path skips ``fresh`` (an await) only when it would do nothing."""
+    refresher, _, _, _ = await setup(FakeProvider())
+    assert refresher.ready(session(access_expires_at=NOW + 3600))
+    assert not refresher.ready(session(access_expires_at=NOW + 30))  # within refresh_before_expiry: due
+    assert refresher.ready(session(access_expires_at=NOW + 30, refresh_token=None))  # nothing to refresh with
+    verifying = Refresher(refresher._sessions, lambda: None, 60, clock=lambda: NOW,
+                          verify_id_token=lambda *args, **kwargs: None)
+    assert not verifying.ready(session(access_expires_at=NOW + 3600, unverified_id_token="IT-2"))

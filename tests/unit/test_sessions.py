@@ -256,3 +256,24 @@ async def test_the_cache_is_bounded_in_bytes_too():
     assert len(cache) == cache.bytes // one  # as many as fit, the newest ones
     assert len(cache) < 200
     assert (await service.load(tickets[-1], 1010)) is not None
+
+
+async def test_the_synchronous_cache_hit_answers_only_when_load_would_do_nothing():
+    """Sessions.cached is load's answer without an await: a cached, live session inside the
+    touch interval; everything else (not cached, expired, a touch due, activity the store
+    missed) is left to load, which does the work."""
+    service, store = sessions()
+    ticket = SessionTicket.new()
+    assert service.cached(ticket, 1010) is None  # not cached
+    await service.create(ticket, session(last_seen_at=1000, expires_at=5000))
+    assert service.cached(ticket, 1030).access_token == "AT-1"
+    assert service.cached(SessionTicket(ticket.session_id, SessionTicket.new().secret), 1030) is None  # the secret counts
+    assert service.cached(ticket, 1060) is None  # a touch is due: load writes last_seen_at
+    assert store.updates == 0
+    await service.load(ticket, 1060)
+    assert store.updates == 1 and service.cached(ticket, 1061) is not None  # touched, cached again
+    assert service.cached(ticket, 5000) is None  # past its lifetime: load drops it
+    assert await service.load(ticket, 5000) is None
+    await service.end(ticket)
+    assert service.cached(ticket, 1062) is None  # signed out on this replica: seen at once
+    assert store.gets == 0
