@@ -47,6 +47,10 @@ debs:
 $(PIP_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+	# xds-protos (Envoy's API, for the tests) ships an old copy of opentelemetry/proto/*, and
+	# whichever package pip writes last wins: opentelemetry-proto's own files go back on top.
+	$(PY) -m pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+		"opentelemetry-proto==$$($(PY) -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
 	rm -f $(VENV)/.stamp-* && touch $@
 
 $(NPM_STAMP): package-lock.json package.json

@@ -15,7 +15,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Literal, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -417,7 +417,43 @@ class Route(_Strict):
         return self
 
 
-class OidcConfig(_Strict):
+class _TokenSource:
+    """What the oidc section and a bearer issuer derive alike from their keys (provider,
+    issuer, issuer_aliases, cognito_replica_regions, groups_claim)."""
+
+    if TYPE_CHECKING:  # the fields of the models that use this; declared there, in their order
+        provider: str
+        issuer: str
+        issuer_aliases: list[str]
+        cognito_replica_regions: list[str]
+        groups_claim: str | None
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        """Every ``iss`` this provider's tokens may carry, ``issuer`` first."""
+        return provider_issuers(self.provider, self.issuer, self.issuer_aliases, self.cognito_replica_regions)
+
+    @property
+    def effective_groups_claim(self) -> str:
+        if self.groups_claim:
+            return self.groups_claim
+        return "cognito:groups" if self.provider == "cognito" else "groups"
+
+
+def provider_issuers(provider: str, issuer: str, aliases: list[str], replica_regions: list[str]) -> tuple[str, ...]:
+    """Every ``iss`` a provider's tokens may carry, ``issuer`` first: a Cognito pool's other
+    forms and replica regions (derived from an AWS issuer), or its aliases elsewhere. A
+    malformed pool id (reported by config/validate.py) counts as not on AWS."""
+    if provider != "cognito":
+        return (issuer,)
+    aws = cognito.AwsIssuer.parse(issuer)
+    if aws is None or not cognito.POOL_ID.fullmatch(aws.pool_id):
+        return tuple(dict.fromkeys((issuer, *aliases)))
+    regions = [] if aws.updated else [aws.region]  # an original-form issuer may name a replica's region
+    return tuple(dict.fromkeys((issuer, *cognito.pool_issuers(aws.pool_id, replica_regions, regions))))
+
+
+class OidcConfig(_TokenSource, _Strict):
     """The identity provider and this proxy's client registration at it."""
 
     provider: Literal["cognito", "generic"] = "generic"
@@ -461,25 +497,9 @@ class OidcConfig(_Strict):
                 raise ValueError(f"{value!r} holds no PEM CA certificate") from None
         return value
 
-    @property
-    def issuers(self) -> tuple[str, ...]:
-        """Every issuer whose tokens come from this provider, ``issuer`` first."""
-        if self.provider != "cognito":
-            return (self.issuer,)
-        aws = cognito.AwsIssuer.parse(self.issuer)
-        if aws is None:
-            return tuple(dict.fromkeys((self.issuer, *self.issuer_aliases)))
-        regions = [] if aws.updated else [aws.region]  # an original-form issuer may name a replica's region
-        return tuple(dict.fromkeys((self.issuer, *cognito.pool_issuers(aws.pool_id, self.cognito_replica_regions, regions))))
-
-    @property
-    def effective_groups_claim(self) -> str:
-        if self.groups_claim:
-            return self.groups_claim
-        return "cognito:groups" if self.provider == "cognito" else "groups"
 
 
-class BearerIssuer(_Strict):
+class BearerIssuer(_TokenSource, _Strict):
     """A further issuer of access tokens for bearer routes (a second user pool, a machines'
     provider), each with its own keys, audience or client rules and groups claim. The oidc
     provider is the issuer named oidc; a route lists the issuers it accepts (bearer_issuers),
@@ -507,22 +527,6 @@ class BearerIssuer(_Strict):
             raise ValueError(f"invalid issuer name {value!r}: 1-63 characters of letters, digits, '_', '.', '-'")
         return value
 
-    @property
-    def issuers(self) -> tuple[str, ...]:
-        """Every ``iss`` this issuer's tokens may carry, ``issuer`` first (as ``OidcConfig.issuers``)."""
-        if self.provider != "cognito":
-            return (self.issuer,)
-        aws = cognito.AwsIssuer.parse(self.issuer)
-        if aws is None or not cognito.POOL_ID.fullmatch(aws.pool_id):
-            return tuple(dict.fromkeys((self.issuer, *self.issuer_aliases)))
-        regions = [] if aws.updated else [aws.region]
-        return tuple(dict.fromkeys((self.issuer, *cognito.pool_issuers(aws.pool_id, self.cognito_replica_regions, regions))))
-
-    @property
-    def effective_groups_claim(self) -> str:
-        if self.groups_claim:
-            return self.groups_claim
-        return "cognito:groups" if self.provider == "cognito" else "groups"
 
 
 OIDC_ISSUER = "oidc"  # the oidc section's provider, as a bearer issuer and in allow.issuers

@@ -83,35 +83,8 @@ def provider_issues(oidc: OidcConfig, where: str = "oidc") -> list[ConfigIssue]:
         issues.append(ConfigIssue(f"{where}.client_secret", "client_auth none is for public clients: remove client_secret"))
     if oidc.client_auth != "none" and oidc.client_secret is None:
         issues.append(ConfigIssue(f"{where}.client_secret", f"client_auth {oidc.client_auth} needs client_secret"))
-    aws = cognito.AwsIssuer.parse(oidc.issuer)
-    if oidc.provider == "generic":
-        if aws is not None:
-            # Cognito access tokens carry client_id and never aud, which generic bearer rules require.
-            issues.append(ConfigIssue(f"{where}.provider", "issuer is an AWS Cognito user pool: write provider: cognito "
-                                      "and cognito_domain (the pool's hosted UI domain), not provider: generic"))
-        for key in ("cognito_replica_regions", "issuer_aliases"):
-            if getattr(oidc, key):
-                issues.append(ConfigIssue(f"{where}.{key}", f"{key} is for provider: cognito"))
-        return issues
-    for index, region in enumerate(oidc.cognito_replica_regions):
-        if not cognito.REGION.fullmatch(region):
-            issues.append(ConfigIssue(f"{where}.cognito_replica_regions[{index}]",
-                                      f"{region!r} is not an AWS region like eu-west-1"))
-    if aws is not None:
-        if not cognito.POOL_ID.fullmatch(aws.pool_id):
-            issues.append(ConfigIssue(f"{where}.issuer", f"issuer names {aws.pool_id!r}, which is not a user pool id "
-                                      "like eu-west-1_AbC123"))
-        if oidc.issuer_aliases:
-            issues.append(ConfigIssue(f"{where}.issuer_aliases", "an AWS user pool's issuers are derived from issuer; "
-                                      "remove issuer_aliases"))
-    elif oidc.cognito_replica_regions:
-        issues.append(ConfigIssue(f"{where}.cognito_replica_regions", "cognito_replica_regions needs issuer to be the "
-                                  "pool's https://cognito-idp.REGION.amazonaws.com/POOL_ID"))
-    pool = cognito.last_segment(oidc.issuer)
-    for index, alias in enumerate(oidc.issuer_aliases):
-        if cognito.last_segment(alias) != pool:
-            issues.append(ConfigIssue(f"{where}.issuer_aliases[{index}]",
-                                      f"{alias} does not end in the pool of issuer ({pool!r})"))
+    issues += _issuers_fit(oidc, where, "write provider: cognito and cognito_domain (the pool's hosted UI "
+                           "domain), not provider: generic")
     return issues
 
 
@@ -198,7 +171,7 @@ def bearer_issuer_issues(config: Config) -> list[ConfigIssue]:
     issues = []
     owners: dict[str, str] = {}  # every iss value -> the key of the issuer it belongs to
     if config.oidc is not None:
-        for iss in _safe_issuers(config.oidc):
+        for iss in config.oidc.issuers:
             owners[iss] = "oidc"
     names = {OIDC_ISSUER} if config.oidc is not None else set()
     for index, issuer in enumerate(config.bearer_issuers):
@@ -209,7 +182,7 @@ def bearer_issuer_issues(config: Config) -> list[ConfigIssue]:
             issues.append(ConfigIssue(f"{where}.name", f"another bearer issuer is named {issuer.name!r} already"))
         names.add(issuer.name)
         issues += _bearer_issuer(issuer, where)
-        for iss in _safe_issuers(issuer):
+        for iss in issuer.issuers:
             if iss in owners:
                 # A token's issuer is chosen by its iss: two owners of one iss would make that choice ambiguous.
                 issues.append(ConfigIssue(f"{where}.issuer", f"tokens with iss {iss} already belong to {owners[iss]}: "
@@ -248,24 +221,34 @@ def bearer_issuer_issues(config: Config) -> list[ConfigIssue]:
 
 def _bearer_issuer(issuer: BearerIssuer, where: str) -> list[ConfigIssue]:
     issues = []
-    aws = cognito.AwsIssuer.parse(issuer.issuer)
     if issuer.provider == "generic":
         if not issuer.audiences:
             issues.append(ConfigIssue(f"{where}.audiences", "a generic issuer needs audiences (the API's audience, "
                                       "RFC 9068 4), so no token meant for another API passes"))
+    else:
+        if not issuer.allowed_client_ids:
+            issues.append(ConfigIssue(f"{where}.allowed_client_ids", "a cognito issuer needs allowed_client_ids (its "
+                                      "access tokens carry client_id, not aud)"))
+        if issuer.audiences:
+            issues.append(ConfigIssue(f"{where}.audiences", "Cognito access tokens carry no aud: use allowed_client_ids"))
+    return issues + _issuers_fit(issuer, where, "write provider: cognito (its access tokens carry client_id, never aud)")
+
+
+def _issuers_fit(provider: OidcConfig | BearerIssuer, where: str, generic_pool_hint: str) -> list[ConfigIssue]:
+    """The issuer keys of a provider (the oidc section, or a bearer issuer) against its kind:
+    a Cognito pool's issuers are derived from ``issuer`` (the replica regions' and the
+    updated form), aliases only where it is not on AWS, and never for a generic provider."""
+    issues = []
+    aws = cognito.AwsIssuer.parse(provider.issuer)
+    if provider.provider == "generic":
         if aws is not None:
-            issues.append(ConfigIssue(f"{where}.provider", "issuer is an AWS Cognito user pool: write provider: cognito "
-                                      "(its access tokens carry client_id, never aud)"))
+            # Cognito access tokens carry client_id and never aud, which generic bearer rules require.
+            issues.append(ConfigIssue(f"{where}.provider", f"issuer is an AWS Cognito user pool: {generic_pool_hint}"))
         for key in ("cognito_replica_regions", "issuer_aliases"):
-            if getattr(issuer, key):
+            if getattr(provider, key):
                 issues.append(ConfigIssue(f"{where}.{key}", f"{key} is for provider: cognito"))
         return issues
-    if not issuer.allowed_client_ids:
-        issues.append(ConfigIssue(f"{where}.allowed_client_ids", "a cognito issuer needs allowed_client_ids (its "
-                                  "access tokens carry client_id, not aud)"))
-    if issuer.audiences:
-        issues.append(ConfigIssue(f"{where}.audiences", "Cognito access tokens carry no aud: use allowed_client_ids"))
-    for index, region in enumerate(issuer.cognito_replica_regions):
+    for index, region in enumerate(provider.cognito_replica_regions):
         if not cognito.REGION.fullmatch(region):
             issues.append(ConfigIssue(f"{where}.cognito_replica_regions[{index}]",
                                       f"{region!r} is not an AWS region like eu-west-1"))
@@ -273,18 +256,15 @@ def _bearer_issuer(issuer: BearerIssuer, where: str) -> list[ConfigIssue]:
         if not cognito.POOL_ID.fullmatch(aws.pool_id):
             issues.append(ConfigIssue(f"{where}.issuer", f"issuer names {aws.pool_id!r}, which is not a user pool id "
                                       "like eu-west-1_AbC123"))
-        if issuer.issuer_aliases:
+        if provider.issuer_aliases:
             issues.append(ConfigIssue(f"{where}.issuer_aliases", "an AWS user pool's issuers are derived from issuer; "
                                       "remove issuer_aliases"))
-    elif issuer.cognito_replica_regions:
+    elif provider.cognito_replica_regions:
         issues.append(ConfigIssue(f"{where}.cognito_replica_regions", "cognito_replica_regions needs issuer to be the "
                                   "pool's https://cognito-idp.REGION.amazonaws.com/POOL_ID"))
+    pool = cognito.last_segment(provider.issuer)
+    for index, alias in enumerate(provider.issuer_aliases):
+        if cognito.last_segment(alias) != pool:
+            issues.append(ConfigIssue(f"{where}.issuer_aliases[{index}]",
+                                      f"{alias} does not end in the pool of issuer ({pool!r})"))
     return issues
-
-
-def _safe_issuers(provider: OidcConfig | BearerIssuer) -> tuple[str, ...]:
-    """Every iss of ``provider``; just its issuer when the pool id is malformed (reported elsewhere)."""
-    try:
-        return provider.issuers
-    except ValueError:
-        return (provider.issuer,)

@@ -22,8 +22,6 @@ issuers and a logout token from another still name the same sessions. Each token
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import math
@@ -32,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authproxy.config.schema import OidcConfig
-from authproxy.oidc.verify import DEFAULT_LEEWAY, TokenInvalid, TokenRules
+from authproxy.oidc.verify import DEFAULT_LEEWAY, TokenInvalid, TokenRules, decode_header
 
 BACKCHANNEL_LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"  # section 2.4
 LOGOUT_TOKEN_TYPE = "logout+jwt"  # section 2.4: the explicit JOSE type (RFC 8725 3.11)
@@ -87,7 +85,7 @@ def check_logout_token(token: str, claims: Mapping[str, Any], now: int, *, provi
     accepted as ``claims`` (``iss`` among the provider's issuers); raises ``TokenInvalid``
     with a short reason otherwise. ``provider``: the configured ``oidc.issuer``, the
     namespace the logout's hashes are taken in (as the sessions' were)."""
-    typ = _header(token).get("typ")
+    typ = decode_header(token).get("typ")  # authenticated by the signature check
     # Section 2.4 recommends the explicit type, and 4.1 (cross-JWT confusion) is why: a
     # provider that types its logout tokens can have no other JWT taken for one. Where
     # "typ" is sent it must say so (case-insensitively, with or without "application/",
@@ -131,18 +129,6 @@ def _finite(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
-
-
-def _header(token: str) -> dict[str, Any]:
-    """The protected header (already authenticated by the signature check)."""
-    encoded = token.partition(".")[0]
-    try:
-        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except (ValueError, UnicodeDecodeError, binascii.Error):
-        raise TokenInvalid("malformed") from None
-    if not isinstance(header, dict):
-        raise TokenInvalid("malformed")
-    return header
 
 
 def sid_hash(issuer: str, sid: str) -> str:

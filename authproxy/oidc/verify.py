@@ -81,21 +81,27 @@ def unverified_issuer(token: str) -> str | None:
     return iss if isinstance(iss, str) else None
 
 
-def check_header(token: str, algorithms: Collection[str]) -> dict[str, Any]:
-    """The protected header's shape, before any library reads it: a JSON object whose
-    ``alg`` is one we accept and whose ``kid`` and ``typ`` are strings when present, and
-    no ``crit`` at all: we understand no JWS extension, so RFC 7515 4.1.11 requires us to
-    refuse any token that marks one critical (and a library given a malformed ``crit``
-    may fail in ways it does not report as a bad token)."""
-    encoded, dot, _ = token.partition(".")
-    if not dot or token.count(".") != 2:
-        raise TokenInvalid("malformed")
+def decode_header(token: str) -> dict[str, Any]:
+    """The JWS protected header as a JSON object (RFC 7515 5.2 steps 2-4), unchecked."""
+    encoded = token.partition(".")[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
     except (ValueError, UnicodeDecodeError, binascii.Error):
         raise TokenInvalid("malformed") from None
     if not isinstance(header, dict):
         raise TokenInvalid("malformed")
+    return header
+
+
+def check_header(token: str, algorithms: Collection[str]) -> dict[str, Any]:
+    """The protected header's shape, before any library reads it: a JSON object whose
+    ``alg`` is one we accept and whose ``kid`` and ``typ`` are strings when present, and
+    no ``crit`` at all: we understand no JWS extension, so RFC 7515 4.1.11 requires us to
+    refuse any token that marks one critical (and a library given a malformed ``crit``
+    may fail in ways it does not report as a bad token)."""
+    if token.count(".") != 2:
+        raise TokenInvalid("malformed")
+    header = decode_header(token)
     if "crit" in header:
         raise TokenInvalid("unsupported_critical_header")
     if not isinstance(header.get("alg"), str) or header["alg"] not in algorithms:

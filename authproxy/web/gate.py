@@ -271,7 +271,7 @@ class Gate:
         return block
 
     def _render(
-        self, route: Route, identity: Identity | None, request_id: str
+        self, route: Route, identity: Identity | None, request_id: str, service_token: str | None = None
     ) -> tuple[tuple[tuple[str, str], ...], bool]:
         """The route's templates for ``identity``, and whether a value was dropped (it could
         not be a header value: logged)."""
@@ -281,6 +281,8 @@ class Gate:
             claims = identity.claims
             values = {"access_token": identity.access_token, "id_token": identity.id_token,
                       "sub": identity.sub, "email": claims.get("email"), "iss": claims.get("iss")}
+        if service_token is not None:
+            values["service_token"] = service_token
         headers: list[tuple[str, str]] = []
         dropped = False
         for name, template in route.injections:
@@ -306,29 +308,12 @@ class Gate:
         block = self.rendered_headers(route, identity, request_id)
         if block is not None:
             return list(block)
-        headers: list[tuple[str, str]] = []
-        if route.injections:
-            values: dict[str, Any] = {}
-            claims: Mapping[str, Any] = {}
-            if identity is not None:
-                claims = identity.claims
-                values = {"access_token": identity.access_token, "id_token": identity.id_token,
-                          "sub": identity.sub, "email": claims.get("email"), "iss": claims.get("iss")}
-            for name, template in route.injections:
-                if "service_token" in template.uses and route.service_token is not None and self.service_tokens is not None:
-                    values["service_token"] = await self.service_tokens.token(route.service_token)
-                value = template.render(values, claims)
-                if value is UNSAFE:
-                    log().warning("injection_dropped",
-                                  extra={"fields": {"request_id": request_id, "route": route.name, "header": name}})
-                elif value is not None:
-                    headers.append((name, value))
+        # The templates name {service_token}: it is fetched (kept by its own expiry) and rendered each time.
+        assert route.service_token is not None and self.service_tokens is not None
+        service_token = await self.service_tokens.token(route.service_token)
+        headers = list(self._render(route, identity, request_id, service_token)[0])
         if route.assertion and identity is not None and self.signer is not None:
-            email = identity.claims.get("email")
-            assertion = self.signer.sign(route.name, identity.sub, email if isinstance(email, str) else None,
-                                         groups_of(identity.claims, identity.groups_claim or self.groups_claim),
-                                         int(self.clock()))
-            headers.append(("X-Authproxy-Assertion", assertion))
+            headers.append(self._assertion(route, identity))
         return headers
 
 

@@ -26,7 +26,7 @@ import time
 import aiohttp
 import pytest
 
-from tests.integration.test_signin import sign_in
+from tests.support.signin import sign_in
 from tests.support.dynalite import Dynalite
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 from tests.support.processes import ProxyProcess, free_port

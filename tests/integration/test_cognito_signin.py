@@ -19,7 +19,7 @@ import pytest
 
 from authproxy.demo import idp as dev_idp
 from tests.support.processes import ProxyProcess, free_port
-from tests.unit.test_dev_idp import Forms
+from tests.support.forms import Forms
 
 POOL = "eu-west-1_DevPool1"
 SECRET = "dev+secret/with=plus"  # Cognito custom secrets may hold '+': sent as Cognito documents, never %2B

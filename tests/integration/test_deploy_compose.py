@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.integration.test_deploy_pod import (
+from tests.support.deployed import (
     ECHO_APP, TABLE, headers_of, jwt_claims, require_pause_binary, sign_in, table_items, wait_ready,
 )
 from tests.support.containers import authproxy_image, ensure_base_image, podman_env, require_podman

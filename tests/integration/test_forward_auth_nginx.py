@@ -8,8 +8,8 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from tests.integration.test_route_rules import SPOOFED
-from tests.integration.test_signin import SESSION_SECRET
+from tests.support.spoofing import SPOOFED
+from tests.support.signin import SESSION_SECRET
 from tests.support.nginx import Nginx, deploy_example
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, sign_in_at_provider
 from tests.support.processes import ProxyProcess, free_port

@@ -19,7 +19,8 @@ from yarl import URL
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from tests.integration.test_signin import SESSION_SECRET, sign_in
+from tests.support.signin import SESSION_SECRET, sign_in
+from tests.support.spoofing import SPOOFED
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, MACHINE_CLIENT_ID, MACHINE_CLIENT_SECRET, OidcProvider
 from tests.support.processes import ROOT, ProxyProcess, free_port
 
@@ -470,24 +471,6 @@ async def test_traefik_example_lets_no_client_describe_another_request(setup, fo
 
 # --- spoofing ----------------------------------------------------------------------------------------
 
-SPOOFED = {
-    "Authorization": "Bearer spoofed",
-    "X-User-Email": "ceo@example.com",
-    "X_User_Email": "ceo@example.com",
-    "x-user-groups": "root",
-    "X-Auth-Request-User": "ceo",
-    "X-Auth-Request-Email": "ceo@example.com",
-    "X-Authproxy-Assertion": "forged",
-    "X-Authproxy-Anything": "forged",
-    "X-Forwarded-User": "ceo",
-    "X-Forwarded-Email": "ceo@example.com",
-    "X-Forwarded-Access-Token": "spoofed",
-    "X-Amzn-Oidc-Data": "forged",
-    "X-Amzn-Oidc-Identity": "ceo",
-    "X-Sub": "ceo",
-    "X_Sub": "ceo",
-    "X-Who": "ceo",
-}
 
 
 @pytest.mark.parametrize("path", ["/admins/x", "/api/x", "/public/x", "/maybe/x", "/either/x"])

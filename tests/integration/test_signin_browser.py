@@ -7,7 +7,7 @@ import json
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.integration.test_signin import setup  # noqa: F401 - the same proxy and provider
+from tests.support.signin import setup  # noqa: F401 - the same proxy and provider
 from tests.support.browser import launch
 
 

@@ -13,7 +13,7 @@ import aiohttp
 import boto3
 import pytest
 
-from tests.integration.test_signin import sign_in
+from tests.support.signin import sign_in
 from tests.support.dynalite import Dynalite
 from tests.support.moto import MotoServer
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider

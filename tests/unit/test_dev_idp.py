@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
@@ -24,6 +23,7 @@ from authproxy.demo.idp import (
 )
 from authproxy.oidc.endpoints import for_cognito
 from authproxy.oidc.verify import TokenInvalid, TokenRules, verify_token
+from tests.support.forms import Forms
 from tests.support.processes import (
     ROOT,
     child_env,
@@ -59,27 +59,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class Forms(HTMLParser):
-    """The page's forms: action, hidden fields, submit buttons (name, value) and text inputs."""
-
-    def __init__(self, page: str) -> None:
-        super().__init__()
-        self.forms: list[dict] = []
-        self.feed(page)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        attributes = dict(attrs)
-        if tag == "form":
-            self.forms.append({"action": attributes.get("action"), "hidden": {}, "buttons": [], "inputs": []})
-        elif tag == "input" and self.forms:
-            if attributes.get("type") == "hidden":
-                self.forms[-1]["hidden"][attributes["name"]] = attributes.get("value") or ""
-            else:
-                self.forms[-1]["inputs"].append(attributes.get("name"))
-        elif tag == "button" and self.forms and attributes.get("name"):
-            self.forms[-1]["buttons"].append((attributes["name"], attributes.get("value")))
 
 
 @pytest.fixture
