@@ -186,10 +186,10 @@ class SignIn:
         now = int(instant)
         target = self.redirects.safe_target(request.query.get("rd"))
         transaction = Transaction.start(target, now)
-        sealed = self._seal_transaction(transaction, int(instant * 1000) * 1_000_000)
+        sealed = self._seal_transaction(transaction, int(instant * 1_000_000) * 1000)
         if len(sealed) > TRANSACTION_VALUE_MAX:  # not with a valid rd; the cookies' bound holds whatever
             transaction = Transaction.start(SAFE_DEFAULT, now)
-            sealed = self._seal_transaction(transaction, int(instant * 1000) * 1_000_000)
+            sealed = self._seal_transaction(transaction, int(instant * 1_000_000) * 1000)
         pending, strays = self._pending_sign_ins(request)
         slot = choose_slot([at if t is not None and not t.expired(now) else None for at, t in pending])
         assert self.client is not None
@@ -211,8 +211,8 @@ class SignIn:
         """The cookie value: a key per transaction (a random salt in the cookie, like
         sessions' own secret), so unauthenticated /start calls never pile up random nonces
         under one key, which NIST SP 800-38D 8.3 bounds at 2**32 seals. Sealed with it,
-        ``started_ns`` (to the millisecond): which slot is the oldest, when sign-ins start
-        within a second."""
+        ``started_ns`` (to the microsecond: one browser's starts, one after another, are
+        further apart than that, and a millisecond was not): which slot is the oldest."""
         salt = os.urandom(_TRANSACTION_SALT)
         data = started_ns.to_bytes(8, "big") + transaction.to_bytes()
         return _b64encode(salt + self.transactions.seal(data, context=salt))
