@@ -8,7 +8,7 @@ import pytest
 from playwright.async_api import async_playwright
 
 from tests.support.signin import setup  # noqa: F401 - the same proxy and provider
-from tests.support.browser import launch
+from tests.support.browser import launch, sign_in_at_provider_page
 
 
 @pytest.mark.timeout(120)
@@ -20,14 +20,7 @@ async def test_sign_in_and_out_in_chromium(setup):  # noqa: F811
             page = await browser.new_page()
             await page.goto(proxy.url + "/app/in-browser?from=chromium")
             # the provider's development login, then its consent page
-            assert page.url.startswith(provider.issuer + "/interaction/")
-            await page.fill('input[name="login"]', "alice")
-            await page.fill('input[name="password"]', "alice")
-            await page.click('button[type="submit"]')
-            await page.wait_for_load_state()
-            if page.url.startswith(provider.issuer):
-                await page.click('button[type="submit"]')  # consent
-            await page.wait_for_url(proxy.url + "/app/in-browser?from=chromium")
+            await sign_in_at_provider_page(page, provider.issuer, proxy.url + "/app/in-browser?from=chromium")
             echo = json.loads(await page.inner_text("body"))
             assert echo["path"] == "/app/in-browser"
             assert not any(name.lower() == "cookie" and "authproxy" in value for name, value in echo["headers"])

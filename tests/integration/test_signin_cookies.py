@@ -19,9 +19,9 @@ import pytest
 
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, sign_in_at_provider
 from tests.support.processes import ProxyProcess, free_port
-from tests.support.browser import launch
+from tests.support.signin import SESSION_SECRET
+from tests.support.browser import launch, sign_in_at_provider_page
 
-SESSION_SECRET = "test-session-secret-0123456789-abcdefghij"
 HEADER_LIMIT = 8 * 1024  # limits.header_size's default
 
 
@@ -219,14 +219,7 @@ async def test_thirty_tabs_at_once_then_a_normal_sign_in_in_chromium(setup):
             page = await context.new_page()
             response = await page.goto(proxy.url + "/app/after-the-tabs?x=1")
             assert response is not None and response.status == 200  # the provider's login page, not our 400
-            assert page.url.startswith(provider.issuer + "/interaction/")
-            await page.fill('input[name="login"]', "alice")
-            await page.fill('input[name="password"]', "alice")
-            await page.click('button[type="submit"]')
-            await page.wait_for_load_state()
-            if page.url.startswith(provider.issuer):
-                await page.click('button[type="submit"]')  # consent
-            await page.wait_for_url(proxy.url + "/app/after-the-tabs?x=1")
+            await sign_in_at_provider_page(page, provider.issuer, proxy.url + "/app/after-the-tabs?x=1")
             assert '"path": "/app/after-the-tabs"' in await page.inner_text("body")
             await page.goto(proxy.url + "/oauth2/userinfo")
             assert '"sub": "alice"' in await page.inner_text("body")
