@@ -87,7 +87,8 @@ class AccessLog:
     Lines are batched, as nginx's ``access_log ... buffer= flush=`` and Apache's
     ``BufferedLogs`` do, because a write() per request cost 15-25 µs of a request's
     ~150 (bench/README.md): a line leaves at once when no other request is in flight
-    (a quiet proxy logs as it serves), else together with the next ones once
+    (a quiet proxy logs as it serves; an open WebSocket counts as one in flight, so while
+    one is open lines wait up to ``log.access_flush``), else together with the next ones once
     ``log.access_buffer`` bytes wait or ``log.access_flush`` after the first one waited,
     whichever comes first; and when the process exits (a clean stop loses no line, only
     a killed process can lose what waited). ``access_buffer: 0`` writes every line at once.

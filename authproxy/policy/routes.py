@@ -81,6 +81,7 @@ class Route:
         "auth",
         "injections",
         "injects_id_token",
+        "uses_service_token",
         "pass_authorization",
         "allow_method_override",
         "allow",
@@ -113,6 +114,9 @@ class Route:
         self.auth = config.auth
         self.injections = _injections(config)
         self.injects_id_token = any("id_token" in template.uses for _, template in self.injections)
+        # a template names {service_token}: rendered per request (the token lives by its own expiry)
+        self.uses_service_token = config.service_token is not None and any(
+            "service_token" in template.uses for _, template in self.injections)
         self.pass_authorization = config.pass_authorization
         self.allow_method_override = config.allow_method_override
         self.allow = AllowRule.compile(config.allow, groups_claim) if config.allow is not None else None

@@ -128,7 +128,6 @@ class Gate:
         # templates is found again. Bounded like the session cache, oldest first out.
         self._blocks: dict[tuple[Route, str | None, str | None], tuple[Mapping[str, Any], str, tuple[tuple[str, str], ...]]] = {}
         self._blocks_limit = config.store.cache.max_entries
-        self._uses_service_token: dict[Route, bool] = {}
 
     async def identify(
         self,
@@ -243,11 +242,7 @@ class Gate:
         its access token, ID token, claims (the same object: a new ID token or a store read
         brings a new one) and sub are those they were rendered from, so a refresh renders
         anew and two sessions never share a block. The assertion is signed every time."""
-        uses_service_token = self._uses_service_token.get(route)
-        if uses_service_token is None:
-            uses_service_token = self._uses_service_token[route] = route.service_token is not None and any(
-                "service_token" in template.uses for _, template in route.injections)
-        if uses_service_token:
+        if route.uses_service_token:
             return None  # the service token lives by its own expiry: rendered each time
         block: Sequence[tuple[str, str]] = ()
         if route.injections:
