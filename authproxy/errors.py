@@ -31,8 +31,10 @@
     │   └── UpstreamTimeout          504: no answer in time
     ├── UpstreamFailedEarly          (proxy/forward.py) an ``UpstreamError`` before any byte reached
     │                                the client, so it can still be answered
-    └── ClientGone                   the client left: close the connection, never answer
-        └── ClientBodyFailed         (proxy/upstream/upload.py) reading the client's body failed
+    ├── ClientGone                   the client left: close the connection, never answer
+    │   └── ClientBodyFailed         (proxy/upstream/upload.py) reading the client's body failed
+    └── HandOff                      (web/express.py) control flow: aiohttp's lane serves this
+                                     request from its first byte; never answered, never counted
 
 Errors that end a request say how: ``status`` (None for the others, which never reach a
 client as such: an edge that meets one has a bug), ``error`` (a short code for the JSON

@@ -209,6 +209,42 @@ STATS = RequestStats()
 REGISTRY.register(RequestStatsCollector(STATS))
 
 
+class ExpressStats:
+    """The express lane (web/express.py), in plain integers: requests it served, and the
+    connections it handed to aiohttp's server, by why."""
+
+    __slots__ = ("requests", "handoffs")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.handoffs: dict[str, int] = {}
+
+    def handed_off(self, reason: str) -> None:
+        self.handoffs[reason] = self.handoffs.get(reason, 0) + 1
+
+
+class ExpressStatsCollector(Collector):
+    def __init__(self, stats: ExpressStats):
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("authproxy_express_requests",
+                                  "Requests the express lane served (the rest: aiohttp's server).",
+                                  value=self.stats.requests)
+        handoffs = CounterMetricFamily(
+            "authproxy_express_handoffs",
+            "Connections the express lane handed to aiohttp's server, by the first request it did not serve: "
+            "body, upgrade, expect, http_version, host, limits, pipelined, malformed, own_endpoint.",
+            labels=("reason",))
+        for reason, count in sorted(self.stats.handoffs.items()):
+            handoffs.add_metric((reason,), count)
+        yield handoffs
+
+
+EXPRESS = ExpressStats()
+REGISTRY.register(ExpressStatsCollector(EXPRESS))
+
+
 class VerifiedTokenStats:
     """The bearer routes' cache of verified tokens (oidc/token_cache.py), in plain integers
     like ``RequestStats``: a hit costs an increment, and families are built at scrape time."""

@@ -20,15 +20,28 @@ if str(ROOT) not in sys.path:
 
 def main() -> int:
     prefix, argv = sys.argv[1], sys.argv[2:]
-    profiler = cProfile.Profile()
+    if os.environ.get("BENCH_PROFILER") == "pyinstrument":  # sampling: less distortion of small functions
+        from pyinstrument import Profiler
 
-    def start(signum: int, frame: object) -> None:
-        profiler.enable()
+        sampler = Profiler(interval=0.0002, async_mode="disabled")
 
-    def stop(signum: int, frame: object) -> None:
-        profiler.disable()
-        profiler.dump_stats(f"{prefix}.{os.getpid()}")
-        profiler.clear()
+        def start(signum: int, frame: object) -> None:
+            sampler.start()
+
+        def stop(signum: int, frame: object) -> None:
+            sampler.stop()
+            Path(f"{prefix}.{os.getpid()}.txt").write_text(sampler.output_text(unicode=False, show_all=False))
+            sampler.reset()
+    else:
+        profiler = cProfile.Profile()
+
+        def start(signum: int, frame: object) -> None:
+            profiler.enable()
+
+        def stop(signum: int, frame: object) -> None:
+            profiler.disable()
+            profiler.dump_stats(f"{prefix}.{os.getpid()}")
+            profiler.clear()
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)

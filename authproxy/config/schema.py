@@ -709,6 +709,10 @@ class Config(_Strict):
     bearer_issuers: list[BearerIssuer] = []
     verified_tokens: VerifiedTokens = VerifiedTokens()  # the bearer routes' cache of verified tokens
     tracing: TracingConfig | None = None  # OpenTelemetry traces (docs/tracing.md); off when absent
+    express_lane: bool = True
+    """Serve plain requests (HTTP/1.1, no body, no upgrade, not the proxy's own endpoints) on
+    the proxy's own HTTP/1.1 server (llhttp), which hands a connection to aiohttp's server at
+    its first other request; false: aiohttp's server for every request (docs/express-lane.md)."""
     reload: Literal["signal", "watch"] = "signal"  # SIGHUP reloads; watch also reloads when the file changes
     # The one directory authproxy writes to (with workers > 1: metrics snapshots and the last
     # good config copy). Default: $TMPDIR, else /tmp. With a read-only root filesystem, mount

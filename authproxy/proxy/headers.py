@@ -15,6 +15,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 
+from aiohttp.helpers import rfc822_formatted_time
 from multidict import CIMultiDict, CIMultiDictProxy
 
 # RFC 9110 7.6.1 names Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding
@@ -46,6 +47,7 @@ _REQUEST_DROP = HOP_BY_HOP | {
     "x-original-url",
     "x-rewrite-url",
 } | {name.lower() for name in _FORWARDED}
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 
 
@@ -131,23 +133,33 @@ def upstream_request_headers(
     return out
 
 
-def copy_response_headers(headers: CIMultiDictProxy[str], out: CIMultiDict[str], request_id: str) -> None:
-    """Upstream response headers into ``out`` for the client: hop-by-hop removed,
-    X-Request-Id added, and Server set when the upstream sent none (aiohttp would
-    otherwise announce its own name and version)."""
+def response_headers(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], request_id: str, *, date: bool = False
+) -> list[tuple[str, str]]:
+    """Upstream response headers for the client, in order: hop-by-hop removed, X-Request-Id
+    added, and Server set when the upstream sent none (aiohttp would otherwise announce its
+    own name and version); with ``date``, Date too when the upstream sent none (RFC 9110
+    6.6.1: the express lane writes heads itself, aiohttp's writer adds it)."""
     remove = HOP_BY_HOP
-    if "Connection" in headers:
+    connection = headers.getall("Connection", None)
+    # Usually one "keep-alive" or "close": nothing more to remove, and no list to split.
+    if connection is not None and not (len(connection) == 1 and connection[0].lower() in _PLAIN_CONNECTION):
         named = connection_tokens(headers)
-        if not named <= HOP_BY_HOP:  # usually just "keep-alive" or "close"
+        if not named <= HOP_BY_HOP:
             remove = HOP_BY_HOP | named
-    for name, value in headers.items():
-        if name.lower() not in remove:
-            out.add(name, value)
-    if "X-Request-Id" not in out:
-        out["X-Request-Id"] = request_id
-    if "Server" not in out:
-        out["Server"] = "authproxy"
+    kept = [(name, value) for name, value in headers.items() if name.lower() not in remove]
+    if "X-Request-Id" not in headers or "x-request-id" in remove:
+        kept.append(("X-Request-Id", request_id))
+    if "Server" not in headers or "server" in remove:
+        kept.append(("Server", "authproxy"))
+    if date and ("Date" not in headers or "date" in remove):
+        kept.append(("Date", rfc822_formatted_time()))
+    return kept
 
+
+def copy_response_headers(headers: CIMultiDictProxy[str], out: CIMultiDict[str], request_id: str) -> None:
+    """``response_headers`` into ``out`` (a response aiohttp writes)."""
+    out.extend(response_headers(headers, request_id))
 
 
 def client_address(peer: str, forwarded_for: Sequence[str], trusted: TrustedProxies) -> str:

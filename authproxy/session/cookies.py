@@ -161,3 +161,55 @@ def without_own_cookies(header: str, policy: CookiePolicy) -> str | None:
         if name and not policy.is_ours(name):
             kept.append(pair.strip())
     return "; ".join(kept) or None
+
+
+class CookieMemo:
+    """What the proxy reads from a Cookie header, worked out once per distinct header: its
+    session ticket with that ticket's cache key, and the header without the proxy's own
+    cookies (what an upstream gets). A browser sends the same header request after request,
+    and parsing and hashing it every time cost ~2 µs of a ~75 µs request (bench/RESULTS.md).
+    Pure functions of the header, so a memo never decides anything the parse would not:
+    the session itself is looked up every time. Bounded: headers of at most
+    ``MAX_HEADER`` characters, at most ``LIMIT`` of them, and it starts over when full."""
+
+    LIMIT = 256
+    MAX_HEADER = 4096
+    __slots__ = ("_policy", "_key_for", "_tickets", "_upstream")
+
+    def __init__(self, policy: CookiePolicy, key_for: Callable[[str], str]):
+        self._policy = policy
+        self._key_for = key_for  # the session cache's key for a ticket's cookie value
+        self._tickets: dict[str, tuple[SessionTicket, str] | None] = {}
+        self._upstream: dict[str, str | None] = {}
+
+    def ticket(self, header: str | None) -> tuple[SessionTicket, str] | None:
+        """The session ticket the header carries and its cache key; None: none (or malformed)."""
+        if header is None:
+            return None
+        tickets = self._tickets
+        try:
+            return tickets[header]
+        except KeyError:
+            pass
+        ticket = SessionTicket.parse(request_cookies(header).get(self._policy.session_name))
+        found = (ticket, self._key_for(ticket.encode())) if ticket is not None else None
+        if len(header) <= self.MAX_HEADER:
+            if len(tickets) >= self.LIMIT:
+                tickets.clear()
+            tickets[header] = found
+        return found
+
+    def for_upstream(self, header: str) -> str | None:
+        """``without_own_cookies(header)``."""
+        upstream = self._upstream
+        try:
+            return upstream[header]
+        except KeyError:
+            pass
+        kept = without_own_cookies(header, self._policy)
+        if len(header) <= self.MAX_HEADER:
+            if len(upstream) >= self.LIMIT:
+                upstream.clear()
+            upstream[header] = kept
+        return kept
+

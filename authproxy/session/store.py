@@ -242,12 +242,13 @@ class Sessions:
                 pending.session = replace(pending.session, last_seen_at=now)
         return session, version
 
-    def cached(self, ticket: SessionTicket, now: int) -> Session | None:
+    def cached(self, ticket: SessionTicket, now: int, cache_key: str | None = None) -> Session | None:
         """``load``'s answer without an await, when the local cache holds the session and
         nothing needs doing (no expiry, no idle check, no touch, no activity the store
         missed); None: ask ``load``, which does what is needed. The signed-in request's
-        common case: a cache hit costs no coroutine."""
-        cache_key = SessionCache.key_for(ticket.encode())
+        common case: a cache hit costs no coroutine. ``cache_key``: the ticket's, when known."""
+        if cache_key is None:
+            cache_key = SessionCache.key_for(ticket.encode())
         found = self._cache.peek(cache_key)
         if found is None or cache_key in self._unsaved_activity:
             return None

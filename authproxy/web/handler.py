@@ -47,6 +47,7 @@ from authproxy.proxy.headers import (
 from authproxy.proxy.pages import error_response
 from authproxy.proxy.websocket import SessionWatch, WebSocketRelay, is_websocket_upgrade, origin_allowed
 from authproxy.session.cookies import SessionTicket, request_cookies, without_own_cookies
+from authproxy.web.express import ExpressRequest, ExpressSent, HandOff
 from authproxy.web.gate import Gate, session_identity
 from authproxy.web.render import answer, answers, error_answer, log_upstream_error
 from authproxy.web.resolve import Target, resolve
@@ -79,8 +80,11 @@ class Rules:
         # names (any case, "_" for "-") never reaches an upstream, on any route.
         guard = SpoofGuard(name for route in self.routes.routes for name, _ in route.injections)
         self.guard = guard
-        self.strip = {route: functools.partial(guard.strips, pass_authorization=route.pass_authorization,
-                                               allow_method_override=route.allow_method_override)
+        # Asked for every header of every request: the answer per name is kept (a client's
+        # names are few and repeat; the bound keeps a client inventing names from growing it).
+        self.strip = {route: functools.lru_cache(maxsize=1024)(functools.partial(
+                          guard.strips, pass_authorization=route.pass_authorization,
+                          allow_method_override=route.allow_method_override))
                       for route in self.routes.routes}
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.forward_auth_callers = TrustedProxies(config.forward_auth.callers)
@@ -142,13 +146,19 @@ class ProxyHandler:
             return response
         except ClientGone:
             exchange.status = exchange.status_if_cut
+            if request.__class__ is ExpressRequest:
+                return ExpressSent(exchange.status, cut=True)  # type: ignore[return-value]
             return web.Response(status=exchange.status)  # never reaches the client: its connection is gone
+        except HandOff:  # to aiohttp's lane, which serves this request from its start: not counted here
+            exchange = None  # type: ignore[assignment]
+            raise
         finally:
             stats.in_flight -= 1
-            elapsed = time.perf_counter() - started
-            stats.request(exchange.route or metrics.NO_ROUTE, request.method, exchange.status, elapsed)
-            if self.access_log.enabled:
-                self._log(request, rules, request_id, exchange, elapsed)
+            if exchange is not None:  # None only after HandOff, which propagates
+                elapsed = time.perf_counter() - started
+                stats.request(exchange.route or metrics.NO_ROUTE, request.method, exchange.status, elapsed)
+                if self.access_log.enabled:
+                    self._log(request, rules, request_id, exchange, elapsed)
 
     async def _serve(
         self, request: web.BaseRequest, rules: Rules, request_id: str, exchange: _Exchange
@@ -163,9 +173,13 @@ class ProxyHandler:
         target = resolve(rules.routes, request.method, host_header, path, query)
         exchange.path = path = target.path
         if path == JWKS_PATH and rules.gate.signer is not None:
+            if request.__class__ is ExpressRequest:
+                raise HandOff()
             exchange.route = SIGN_IN_ROUTE
             return _jwks_response(rules.gate.signer)
         if self.own_endpoints and path.startswith(self.own_prefix):
+            if request.__class__ is ExpressRequest:
+                raise HandOff()  # forward-auth, Envoy's checks and sign-in read aiohttp's request
             exchange.route = SIGN_IN_ROUTE
             return await self._own_endpoint(request, rules, peer, request_id, path[len(self.own_prefix):])
         route = target.route
@@ -214,7 +228,8 @@ class ProxyHandler:
         sign_in = self.sign_in
         if sign_in is not None and "Cookie" in upstream_headers:
             # The proxy's own cookies are for the proxy: an upstream never sees them.
-            cookie = without_own_cookies("; ".join(upstream_headers.popall("Cookie")), sign_in.cookies)
+            cookies = upstream_headers.popall("Cookie")
+            cookie = sign_in.cookie_memo.for_upstream(cookies[0] if len(cookies) == 1 else "; ".join(cookies))
             if cookie is not None:
                 upstream_headers["Cookie"] = cookie
         upstream_path = route.upstream_path(path, target.matched)
@@ -242,6 +257,8 @@ class ProxyHandler:
         self.stats.upstream(route.name, time.perf_counter() - sent)
         exchange.upstream_status = upstream.status
         try:
+            if request.__class__ is ExpressRequest:
+                return await request.relay(upstream, request_id)  # type: ignore[attr-defined, no-any-return]
             return await self.forwarder.relay(request, upstream, request_id)
         except UpstreamFailedEarly as failed:
             # Nothing sent yet: answered with an error page. When the client's own body

@@ -26,6 +26,8 @@ an ``Application`` (the admin listener) the same way.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
@@ -33,6 +35,7 @@ from aiohttp.web_protocol import RequestHandler
 from authproxy.logs import log
 from authproxy.proxy.headers import request_id_from
 from authproxy.proxy.pages import error_response
+from authproxy.web.express import ExpressConnection
 
 
 def refusal(status: int, exc: BaseException | None) -> tuple[str, str]:
@@ -90,18 +93,59 @@ class _EdgeRequest(web.BaseRequest):
 
 
 class SafeServer(web.Server):
+    """aiohttp's low-level server with the refusals and draining above; with ``express``,
+    connections start in the express lane (web/express.py) and move to aiohttp's own
+    handling at the first request that lane does not serve."""
+
     draining = False  # set once SIGTERM arrives: every response from then on closes its connection
     refusal_cookies: tuple[str, ...] = ()  # Set-Cookie values every refusal page carries
+    # Class defaults too: SafeAppRunner swaps this class onto a server it did not build.
+    express = False
+    _express: set[ExpressConnection] = set()  # never added to: express_opened needs express
 
-    def __init__(self, handler, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, handler, *, express: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(handler, **kwargs)
         # The proxy's handler names the sign-in cookies (fixed at start-up, a reload keeps them).
         sign_in = getattr(handler, "sign_in", None)
         if sign_in is not None:
             self.refusal_cookies = tuple(sign_in.cookies.clear_transactions())
+        self.express = express
+        self._express: set[ExpressConnection] = set()
 
-    def __call__(self) -> RequestHandler:
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.express:
+            return ExpressConnection(self, **self._kwargs)
+        return self.aiohttp_protocol()
+
+    def aiohttp_protocol(self) -> RequestHandler:
+        """aiohttp's handling of a connection (a new one, or one the express lane hands over)."""
         return SafeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+    def express_opened(self, connection: ExpressConnection) -> None:
+        self._express.add(connection)
+
+    def express_closed(self, connection: ExpressConnection) -> None:
+        self._express.discard(connection)
+
+    def pre_shutdown(self) -> None:
+        super().pre_shutdown()
+        for connection in list(self._express):
+            connection.close_if_idle()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """aiohttp's connections as aiohttp closes them; the express lane's wait for their
+        answers up to ``timeout`` (draining waited already), then are cut."""
+        await super().shutdown(timeout)
+        deadline = self._loop.time() + (timeout or 0.0)
+        while any(connection.busy for connection in self._express) and self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for connection in list(self._express):
+            connection.abort()
+        self._express.clear()
 
     def _make_request(self, message, payload, protocol, writer, task) -> web.BaseRequest:  # type: ignore[no-untyped-def]
         return _EdgeRequest(message, payload, protocol, writer, task, self._loop)

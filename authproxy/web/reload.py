@@ -25,7 +25,7 @@ from authproxy.logs import log
 # machinery built at start-up. Routes, trusted_proxies, assertion keys and the TLS
 # certificate reload.
 RESTART_KEYS = ("listen", "admin_listen", "workers", "public_url", "proxy_prefix", "oidc", "session", "store",
-                "limits", "log", "shutdown_timeout", "reload", "runtime_dir", "tracing")
+                "limits", "log", "shutdown_timeout", "reload", "runtime_dir", "tracing", "express_lane")
 WATCH_INTERVAL = 1.0  # seconds between checks of the file under reload: watch
 
 

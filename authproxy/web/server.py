@@ -162,7 +162,11 @@ async def serve(
         if reloader is not None and config.reload == "watch":
             background.append(asyncio.create_task(reloader.watch()))
         # Draining is ours (see _drain); aiohttp's own wait then only closes what is left.
-        runner = web.ServerRunner(SafeServer(handler, **server_options(config)), shutdown_timeout=_FINAL_CLOSE)
+        # The express lane serves with ProxyHandler's own methods; a traced handler (a
+        # subclass that reads more of aiohttp's request) is served by aiohttp's lane only.
+        express = serving is ProxyHandler and config.express_lane
+        runner = web.ServerRunner(SafeServer(handler, express=express, **server_options(config)),
+                                  shutdown_timeout=_FINAL_CLOSE)
         await runner.setup()
         if not await _listen(runner, config.listen, reuse_port=reuse_port, ssl_context=listener_tls):
             return 1

@@ -39,6 +39,7 @@ from authproxy.oidc.rules import id_token_rules
 from authproxy.oidc.verify import KeyNotInJwks, TokenInvalid
 from authproxy.proxy.pages import error_response
 from authproxy.session.cookies import (
+    CookieMemo,
     TRANSACTION_SLOTS,
     TRANSACTION_VALUE_MAX,
     CookiePolicy,
@@ -77,6 +78,7 @@ class SignIn:
             cookie_name=self.settings.cookie_name,
             cookie_domain=self.settings.cookie_domain,
         )
+        self.cookie_memo = CookieMemo(self.cookies, SessionCache.key_for)  # the Cookie header, read once per header
         secrets = [secret.get_secret_value() for secret in self.settings.secrets]
         cache: SessionCache[tuple[Session, int]] = SessionCache(
             config.store.cache.max_entries, config.store.cache.ttl, max_bytes=config.store.cache.max_bytes,
@@ -139,10 +141,11 @@ class SignIn:
         None: no session (or the provider ended it: invalid_grant). Raises
         ``StoreUnavailable`` or ``RefreshUnavailable``, which answer 503.
         """
-        ticket = SessionTicket.parse(request_cookies(request.headers.get("Cookie")).get(self.cookies.session_name))
-        if ticket is None:
+        found = self.cookie_memo.ticket(request.headers.get("Cookie"))
+        if found is None:
             return None
-        session = self.sessions.cached(ticket, now)
+        ticket, cache_key = found
+        session = self.sessions.cached(ticket, now, cache_key)
         if session is not None and self.refresher.ready(session, id_token):
             return session  # a cache hit with nothing to do: no await
         found = await self.sessions.load(ticket, now)

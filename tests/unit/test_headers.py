@@ -2,6 +2,7 @@
 
 import ipaddress
 
+import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from authproxy.proxy.headers import (
@@ -11,6 +12,7 @@ from authproxy.proxy.headers import (
     effective_scheme,
     request_id_from,
     copy_response_headers,
+    response_headers,
     upstream_request_headers,
 )
 
@@ -116,6 +118,21 @@ def test_response_headers():
     assert "X-Hop" not in out and "Connection" not in out and "Transfer-Encoding" not in out
     assert out["X-Request-Id"] == "rid"
     assert out["Server"] == "authproxy"  # never aiohttp's name and version
+
+
+@pytest.mark.parametrize("connection", ["keep-alive", "Keep-Alive", "close", "keep-alive, X-Hop", "X-Hop"])
+def test_response_headers_for_the_express_lane(connection):
+    upstream = headers(("Connection", connection), ("X-Hop", "1"), ("X-Request-Id", "theirs"), ("Server", "nginx"),
+                       ("Content-Length", "2"))
+    kept = response_headers(upstream, "ours", date=True)
+    names = [name for name, _ in kept]
+    assert ("X-Hop" in names) == ("X-Hop" not in connection)  # a name in Connection is hop-by-hop too
+    assert "Connection" not in names and ("X-Request-Id", "theirs") in kept and ("Server", "nginx") in kept
+    assert names.count("Date") == 1  # the upstream sent none: ours (RFC 9110 6.6.1)
+    dated = response_headers(headers(("Date", "Mon, 30 Nov 2026 00:00:00 GMT"), ("Connection", "X-Request-Id, Date"),
+                                     ("X-Request-Id", "theirs")), "ours", date=True)
+    assert ("X-Request-Id", "ours") in dated and [name for name, _ in dated].count("Date") == 1
+    assert "Date" not in [name for name, _ in response_headers(upstream, "ours")]  # aiohttp's writer adds it
 
 
 def test_trust_matching():

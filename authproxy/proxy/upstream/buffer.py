@@ -16,6 +16,7 @@ import collections
 from typing import Protocol
 
 from authproxy.errors import UpstreamError, UpstreamTimeout
+from authproxy.proxy.deadline import Deadline
 
 HIGH_WATER = 256 * 1024  # unread response bytes that pause reading from the upstream
 LOW_WATER = 64 * 1024  # ... and that resume it (every read takes all, so 0 in practice)
@@ -36,7 +37,8 @@ def timeout_error() -> UpstreamTimeout:
 
 
 class BodyBuffer:
-    __slots__ = ("_source", "_chunks", "buffered", "complete", "error", "_waiter", "_read_timeout", "_loop")
+    __slots__ = ("_source", "_chunks", "buffered", "complete", "error", "_waiter", "_read_timeout", "_loop",
+                 "_deadline")
 
     def __init__(self, source: Source, read_timeout: float):
         self._source = source
@@ -49,6 +51,8 @@ class BodyBuffer:
         # The source's event loop when it names one (a connection does): get_running_loop()
         # per wait would be a getpid() syscall each (CPython 3.11's fork check).
         self._loop: asyncio.AbstractEventLoop | None = getattr(source, "loop", None)
+        # The read timeout: the connection's one timer when it has one (proxy/deadline.py).
+        self._deadline: Deadline | None = getattr(source, "read_deadline", None)
 
     # --- fed by the connection ----------------------------------------------------------------
 
@@ -86,16 +90,22 @@ class BodyBuffer:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(self._read_timeout, self._on_timeout, waiter) if timed else None
+        deadline = self._deadline
+        if timed:
+            if deadline is None:  # a source without its own (the connection has one)
+                deadline = self._deadline = Deadline(loop, self.timed_out)
+            deadline.set(loop.time() + self._read_timeout)
         try:
             await waiter
         finally:
-            if timer is not None:
-                timer.cancel()
+            if timed and deadline is not None:
+                deadline.clear()
             self._waiter = None
 
-    def _on_timeout(self, waiter: asyncio.Future[None]) -> None:
-        if not waiter.done():
+    def timed_out(self) -> None:
+        """The read timeout passed while waiting: the connection is cut."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
             self.error = timeout_error()
             self._source.abort()
             waiter.set_result(None)
@@ -115,6 +125,16 @@ class BodyBuffer:
             if self.error is not None:
                 raise self.error
             await self.wait()
+
+    def take(self) -> bytes:
+        """Everything buffered, at once (for a body already complete: ``read`` without an await)."""
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        if self.buffered > LOW_WATER:
+            self._source.resume_reading()
+        self.buffered = 0
+        return data
 
     async def read(self) -> bytes:
         """The whole body."""

@@ -17,6 +17,7 @@ import httptools
 from multidict import CIMultiDict
 
 from authproxy.errors import UpstreamUnavailable
+from authproxy.proxy.deadline import Deadline
 from authproxy.proxy.upstream.buffer import BodyBuffer
 from authproxy.proxy.upstream.framing import INTERIM, UNTIL_CLOSE, Invalid, response_framing
 from authproxy.proxy.upstream.origin import Origin
@@ -77,6 +78,8 @@ class _Connection(asyncio.Protocol):
         self._aborted = False  # we cut it: its end is not the upstream's end of a body
         self._packet = 0  # size of the packet being parsed (for the response-head limit)
         self.idle_since = 0.0
+        # The read timeout of whichever response is being waited for: one timer per connection.
+        self.read_deadline = Deadline(self.loop, self._read_timed_out)
 
     # --- asyncio.Protocol ----------------------------------------------------------------
 
@@ -122,6 +125,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.read_deadline.cancel()
         body = self._body
         if body is not None and not body.complete:
             if not self._in_head and self._until_close and exc is None and not self._aborted:
@@ -142,6 +146,11 @@ class _Connection(asyncio.Protocol):
         drain = self._drain
         if drain is not None and not drain.done():
             drain.set_result(None)
+
+    def _read_timed_out(self) -> None:
+        body = self._body
+        if body is not None:
+            body.timed_out()
 
     # --- httptools callbacks ------------------------------------------------------------------
 
