@@ -61,6 +61,9 @@ class Upstream:
                    host_header)
 
 
+_TOKENS = frozenset({"access_token", "id_token", "service_token"})
+
+
 class Route:
     """One compiled route: its matcher and everything the forwarder needs."""
 
@@ -81,6 +84,7 @@ class Route:
         "auth",
         "injections",
         "injects_id_token",
+        "injects_tokens",
         "uses_service_token",
         "pass_authorization",
         "allow_method_override",
@@ -114,6 +118,8 @@ class Route:
         self.auth = config.auth
         self.injections = _injections(config)
         self.injects_id_token = any("id_token" in template.uses for _, template in self.injections)
+        # whether a rendered block holds a token (a bearer identity's is then never kept: see Gate)
+        self.injects_tokens = any(template.uses & _TOKENS for _, template in self.injections)
         # a template names {service_token}: rendered per request (the token lives by its own expiry)
         self.uses_service_token = config.service_token is not None and any(
             "service_token" in template.uses for _, template in self.injections)

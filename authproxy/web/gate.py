@@ -59,6 +59,7 @@ _KEYS_UNAVAILABLE = Facts(problem=KEYS_UNAVAILABLE)
 # RFC 6750 3.1 invalid_token: the token names an issuer the route does not accept (or none)
 _WRONG_ISSUER = Facts(problem=INVALID, detail="wrong_issuer")
 _NAVIGATIONS = frozenset({"GET", "HEAD"})
+BLOCKS_LIMIT = 1024  # sessions whose rendered identity headers are kept (Gate.rendered_headers)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -125,9 +126,13 @@ class Gate:
         # Rendered injections per (route, access token, ID token) of a session, with the claims
         # object and sub they came from (see rendered_headers). Per Gate, so per configuration:
         # a reload builds a new Gate and new Route objects, and nothing rendered under the old
-        # templates is found again. Bounded like the session cache, oldest first out.
+        # templates is found again. Bounded below the session cache (each block holds its own
+        # copy of "Bearer <access token>", ~1 KiB: issue 15's RSS budget), oldest first out:
+        # the sessions in use now keep theirs, the rest render again when they come back.
         self._blocks: dict[tuple[Route, str | None, str | None], tuple[Mapping[str, Any], str, tuple[tuple[str, str], ...]]] = {}
-        self._blocks_limit = config.store.cache.max_entries
+        self._blocks_limit = min(config.store.cache.max_entries, BLOCKS_LIMIT)
+        # The same for bearer identities from the verified token cache (see _bearer_block).
+        self._claim_blocks: dict[tuple[Route, int], tuple[Mapping[str, Any], str, str, tuple[tuple[str, str], ...]]] = {}
 
     async def identify(
         self,
@@ -246,8 +251,10 @@ class Gate:
             return None  # the service token lives by its own expiry: rendered each time
         block: Sequence[tuple[str, str]] = ()
         if route.injections:
-            if identity is None or identity.via != SESSION:
+            if identity is None:
                 block, _ = self._render(route, identity, request_id)
+            elif identity.via != SESSION:
+                block = self._bearer_block(route, identity, request_id)
             else:
                 key = (route, identity.access_token, identity.id_token)
                 kept = self._blocks.get(key)
@@ -263,6 +270,27 @@ class Gate:
                         blocks[key] = (identity.claims, identity.sub, block)
         if route.assertion and identity is not None and self.signer is not None:
             return [*block, self._assertion(route, identity)]
+        return block
+
+    def _bearer_block(self, route: Route, identity: Identity, request_id: str) -> Sequence[tuple[str, str]]:
+        """A bearer identity's rendered templates, kept per (route, claims) while the verified
+        token cache gives the same claims object for the same token (oidc/token_cache.py).
+        Never for templates that name a token: the cache of verified tokens holds none, and
+        neither does this. The kept value holds the claims object itself, so its id names
+        nothing else while kept."""
+        if route.injects_tokens:
+            return self._render(route, identity, request_id)[0]
+        key = (route, id(identity.claims))
+        blocks = self._claim_blocks
+        kept = blocks.get(key)
+        if kept is not None and kept[0] is identity.claims and kept[1] == identity.sub and kept[2] == identity.issuer:
+            return kept[3]
+        block, dropped = self._render(route, identity, request_id)
+        if not dropped:
+            blocks.pop(key, None)
+            while len(blocks) >= self._blocks_limit:
+                del blocks[next(iter(blocks))]
+            blocks[key] = (identity.claims, identity.sub, identity.issuer, block)
         return block
 
     def _render(

@@ -149,3 +149,28 @@ def test_the_kept_blocks_are_bounded():
     for n in range(10):
         gate.rendered_headers(route, session_identity(session(f"user{n}", access=f"AT-{n}")), "r")
     assert len(gate._blocks) == 3
+
+
+def bearer_identity(claims: dict, token: str = "JWT-1"):
+    from authproxy.policy.decide import BEARER, Identity
+
+    return Identity(claims["sub"], claims, token, None, BEARER, "oidc", None)
+
+
+def test_a_bearer_block_is_kept_for_the_claims_object_the_token_cache_gives_again(renders):
+    gate, route = gate_and_route({"X-Email": "{claims.email}", "X-Sub": "{sub}"})
+    claims = {"sub": "bob", "email": "bob@example.com"}
+    first = gate.rendered_headers(route, bearer_identity(claims), "r1")
+    assert list(first) == [("X-Email", "bob@example.com"), ("X-Sub", "bob")] and renders["n"] == 2
+    assert gate.rendered_headers(route, bearer_identity(claims, "JWT-1"), "r2") is first and renders["n"] == 2
+    # Another token's claims (equal or not) are another object: rendered for themselves.
+    other = gate.rendered_headers(route, bearer_identity({"sub": "eve", "email": "eve@example.com"}), "r3")
+    assert dict(other)["X-Sub"] == "eve" and renders["n"] == 4
+
+
+def test_a_bearer_block_that_names_a_token_is_never_kept(renders):
+    gate, route = gate_and_route({"X-Token": "{access_token}", "X-Sub": "{sub}"})
+    claims = {"sub": "bob"}
+    assert dict(gate.rendered_headers(route, bearer_identity(claims, "JWT-1"), "r1"))["X-Token"] == "JWT-1"
+    assert dict(gate.rendered_headers(route, bearer_identity(claims, "JWT-2"), "r2"))["X-Token"] == "JWT-2"
+    assert renders["n"] == 4 and not gate._claim_blocks
