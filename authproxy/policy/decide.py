@@ -33,9 +33,11 @@ REDIRECTED, UNAUTHORIZED, FORBIDDEN = "redirected", "unauthorized", "forbidden"
 REALM = 'realm="authproxy"'
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Identity:
-    """Who the request is from, as the proxy verified it."""
+    """Who the request is from, as the proxy verified it. A value, never changed once made
+    (not frozen only because a frozen dataclass costs twice as much to build, and one is
+    built per authenticated request)."""
 
     sub: str
     claims: Mapping[str, Any]  # the ID token's for sessions, the access token's for bearer requests

@@ -113,18 +113,23 @@ def due(session: Session, now: int, before_expiry: float, id_token: bool = False
     Core 12.2 lets a provider send none; its old ``exp`` would make every request due)."""
     if not session.refresh_token:
         return False
-    lifetimes = [(session.access_expires_at, session.access_issued_at)]
+    if _within_margin(session.access_expires_at, session.access_issued_at, now, before_expiry):
+        return True
     if id_token and session.id_token_renews and isinstance(session.claims.get("exp"), (int, float)):
         issued = session.claims.get("iat")
-        lifetimes.append((int(session.claims["exp"]), int(issued) if isinstance(issued, (int, float)) else None))
-    for expires, issued in lifetimes:
-        if expires is None:
-            continue
-        lifetime = expires - (issued or expires)
-        margin = min(before_expiry, lifetime / 2) if lifetime > 0 else before_expiry
-        if now >= expires - margin:
-            return True
+        return _within_margin(int(session.claims["exp"]), int(issued) if isinstance(issued, (int, float)) else None,
+                              now, before_expiry)
     return False
+
+
+def _within_margin(expires: int | None, issued: int | None, now: int, before_expiry: float) -> bool:
+    """Whether ``now`` is within the refresh margin of a token's expiry: ``before_expiry``,
+    or half the token's lifetime when that is shorter."""
+    if expires is None:
+        return False
+    lifetime = expires - (issued or expires)
+    margin = min(before_expiry, lifetime / 2) if lifetime > 0 else before_expiry
+    return now >= expires - margin
 
 
 def definite(exc: Exception) -> bool:

@@ -233,7 +233,7 @@ class ProxyHandler:
             if cookie is not None:
                 upstream_headers["Cookie"] = cookie
         upstream_path = route.upstream_path(path, target.matched)
-        if is_websocket_upgrade(request):
+        if request.__class__ is not ExpressRequest and is_websocket_upgrade(request):  # the lane never upgrades
             return await self._websocket(request, rules, route, target, identity, upstream_headers, upstream_path,
                                          request_id, exchange)
         return await self._forward(request, route, upstream_path + "?" + query if query else upstream_path,
@@ -316,16 +316,19 @@ class ProxyHandler:
         return response
 
     def _log(self, request: web.BaseRequest, rules: Rules, request_id: str, exchange: _Exchange, elapsed: float) -> None:
-        headers = request.headers
+        peer = request.remote or ""
+        trusted = rules.trusted
         self.access_log.write(
             request_id=request_id,
             method=request.method,
-            path=loggable_path(exchange.path, exchange.query),
+            path=loggable_path(exchange.path, exchange.query) if exchange.query else exchange.path,
             route=exchange.route,
             status=exchange.status,
             upstream_status=exchange.upstream_status,
             duration=elapsed,
-            client=client_address(request.remote or "", headers.getall("X-Forwarded-For", ()), rules.trusted),
+            # with no trusted proxies the peer is the client: no X-Forwarded-For to read
+            client=client_address(peer, request.headers.getall("X-Forwarded-For", ()), trusted)
+            if trusted.networks else peer,
             user=exchange.user,
             refusal=exchange.refusal,
             idle=self.stats.in_flight == 0,  # nothing else in flight: the line leaves now, not batched

@@ -22,8 +22,7 @@ def request_head(method: str, target: str, headers: MultiMapping[str], *, body: 
     ``BadRequest`` for a line break or NUL in the target or any header: defence in depth
     (the server's parser refuses these already), so no value can start a header or a
     request of its own. Text goes out as it came in (``surrogateescape``)."""
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+    lines = [f"{method} {target} HTTP/1.1\r\n", *[f"{name}: {value}\r\n" for name, value in headers.items()]]
     if not body:
         if method not in BODYLESS and "Content-Length" not in headers:
             lines.append("Content-Length: 0\r\n")
