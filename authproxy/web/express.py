@@ -28,7 +28,8 @@ import httptools
 from aiohttp import web
 from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
 from aiohttp.http import HttpVersion11
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDictProxy
+from yarl import URL
 
 from authproxy.errors import AuthproxyError, ClientGone, UpstreamError
 from authproxy.metrics import EXPRESS
@@ -91,6 +92,11 @@ class ExpressRequest:
 
     def relay(self, upstream: UpstreamResponse, request_id: str) -> Any:
         return self.connection.relay(self, upstream, request_id)
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        """The query's parameters, as aiohttp's ``request.query`` gives them (forward-auth's ``redirect``)."""
+        return URL.build(path="/", query_string=self.raw_path.partition("?")[2], encoded=True).query
 
 
 def _failed_early(exc: UpstreamError) -> Exception:
@@ -221,8 +227,8 @@ class ExpressConnection(asyncio.Protocol):
         if len(headers) >= self._max_headers or len(name) + len(value) + 4 > self._max_field:
             raise _NotExpress("limits")
         lower = name.lower()
-        if lower in _NOT_EXPRESS:
-            raise _NotExpress(_NOT_EXPRESS[lower])
+        if lower in _NOT_EXPRESS and not (lower == b"content-length" and value.strip(b" \t") == b"0"):
+            raise _NotExpress(_NOT_EXPRESS[lower])  # a body, an upgrade, 100-continue (a length of 0 is no body)
         if lower == b"host":
             self._hosts += 1
         # RFC 9110 5.5: whitespace around a field value is not part of it (llhttp keeps the trailing)

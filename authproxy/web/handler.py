@@ -178,10 +178,11 @@ class ProxyHandler:
             exchange.route = SIGN_IN_ROUTE
             return _jwks_response(rules.gate.signer)
         if self.own_endpoints and path.startswith(self.own_prefix):
-            if request.__class__ is ExpressRequest:
-                raise HandOff()  # forward-auth, Envoy's checks and sign-in read aiohttp's request
+            endpoint = path[len(self.own_prefix):]
+            if request.__class__ is ExpressRequest and not _is_check(endpoint):
+                raise HandOff()  # sign-in reads forms and more of aiohttp's request; checks do not
             exchange.route = SIGN_IN_ROUTE
-            return await self._own_endpoint(request, rules, peer, request_id, path[len(self.own_prefix):])
+            return await self._own_endpoint(request, rules, peer, request_id, endpoint)
         route = target.route
         if route is None:
             raise RouteNotFound("no route matches this request")
@@ -340,7 +341,7 @@ class ProxyHandler:
         """The proxy's own endpoints under ``proxy_prefix``: forward-auth, Envoy's checks, sign-in."""
         if endpoint == "auth":
             return await self._forward_auth(request, rules, peer, request_id)
-        if endpoint == ENVOY_ENDPOINT or endpoint.startswith(ENVOY_ENDPOINT + "/"):
+        if _is_envoy_check(endpoint):
             return await self._envoy_check(request, rules, peer, request_id)
         if self.sign_in is not None:
             return await self.sign_in.handle(request, endpoint, request_id)
@@ -460,6 +461,15 @@ class ProxyHandler:
             raise ExpectationFailed("only 'Expect: 100-continue' is supported")
         if request.version >= HttpVersion11:
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _is_envoy_check(endpoint: str) -> bool:
+    return endpoint == ENVOY_ENDPOINT or endpoint.startswith(ENVOY_ENDPOINT + "/")
+
+
+def _is_check(endpoint: str) -> bool:
+    """Forward-auth and Envoy's checks: answered from headers alone, so on either lane."""
+    return endpoint == "auth" or _is_envoy_check(endpoint)
 
 
 def _no_store(response: web.Response) -> web.Response:

@@ -253,7 +253,9 @@ async def test_bytes_the_parser_refuses_get_aiohttps_refusal(proxy, aiohttp_prox
     (b"GET /echo/x HTTP/1.0\r\nHost: app.test\r\n\r\n", "http_version"),
     (b"GET /echo/x HTTP/1.1\r\n\r\n", "host"),
     (b"GET /echo/x HTTP/1.1\r\nHost: app.test\r\nExpect: 100-continue\r\n\r\n", "expect"),
-    (b"GET /echo/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\n\r\n", "body"),
+    (b"POST /echo/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nab", "body"),
+    (b"POST /echo/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n", "body"),
+    (b"POST /echo/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", "malformed"),
     (b"GET /echo/x HTTP/1.1\r\nHost: app.test\r\nX-Pad: " + b"p" * 8300 + b"\r\n\r\n", "limits"),
 ])
 async def test_what_the_lane_does_not_serve_is_answered_as_aiohttp_answers_it(proxy, aiohttp_proxy, request_bytes,
@@ -269,6 +271,18 @@ async def test_what_the_lane_does_not_serve_is_answered_as_aiohttp_answers_it(pr
             client.close()
     assert statuses[0] == statuses[1]
     assert lanes.since() == (0, {reason: 1})
+
+
+async def test_a_length_of_zero_is_no_body_and_stays_in_the_lane(proxy):
+    lanes = Lanes(proxy)
+    client = await Client.open(proxy.port)
+    try:
+        answer = await client.request("POST", "/echo/empty", "Content-Length: 0\r\n")
+    finally:
+        client.close()
+    assert answer.status == 200 and answer.json()["method"] == "POST" and answer.json()["body_length"] == 0
+    assert ["Content-Length", "0"] in answer.json()["headers"]
+    assert lanes.since() == (1, {})
 
 
 async def test_streamed_chunked_and_bodiless_answers_match_aiohttps_lane(proxy, aiohttp_proxy):
