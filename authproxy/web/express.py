@@ -35,6 +35,7 @@ from authproxy.errors import AuthproxyError, ClientGone, UpstreamError
 from authproxy.metrics import EXPRESS
 from authproxy.logs import log
 from authproxy.proxy.deadline import Deadline
+from authproxy.proxy.flow import WriteFlow
 from authproxy.proxy.headers import request_id_from, response_headers
 from authproxy.proxy.pages import error_response
 
@@ -113,7 +114,7 @@ class _NotExpress(Exception):
         self.reason = reason
 
 
-class ExpressConnection(asyncio.Protocol):
+class ExpressConnection(WriteFlow, asyncio.Protocol):
     """One client connection, served here until a request needs aiohttp's lane."""
 
     def __init__(self, server: SafeServer, *, max_line_size: int, max_field_size: int, max_headers: int,
@@ -139,8 +140,6 @@ class ExpressConnection(asyncio.Protocol):
         self._busy = False
         self._pending = bytearray()  # bytes that came while a request was served
         self._paused_reading = False
-        self._paused_writing = False
-        self._drain: asyncio.Future[None] | None = None
         self._idle = Deadline(self.loop, self._idled_out)  # the client's idle timeout
         self._close_after = False
         self._head_sent = False  # of the current answer
@@ -194,19 +193,8 @@ class ExpressConnection(asyncio.Protocol):
         self.closed = True
         self._idle.cancel()
         self._stop_waiting()
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_exception(ConnectionResetError("client connection lost"))
+        self.writing_lost("client connection lost")
         self.server.express_closed(self)
-
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     # --- httptools callbacks ------------------------------------------------------------------
 
@@ -451,15 +439,10 @@ class ExpressConnection(asyncio.Protocol):
             raise ClientGone()
         assert self.transport is not None
         self.transport.write(data)
-        if self._paused_writing:
-            drain = self._drain = self.loop.create_future()
-            try:
-                async with asyncio.timeout(self._idle_timeout):
-                    await drain
-            except (TimeoutError, ConnectionError) as exc:
-                raise ClientGone() from exc
-            finally:
-                self._drain = None
+        try:
+            await self.writable(self._idle_timeout)
+        except (TimeoutError, ConnectionError) as exc:
+            raise ClientGone() from exc
 
     # --- the connection's life -------------------------------------------------------------------
 

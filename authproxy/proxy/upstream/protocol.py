@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 
 from authproxy.errors import UpstreamUnavailable
 from authproxy.proxy.deadline import Deadline
+from authproxy.proxy.flow import WriteFlow
 from authproxy.proxy.upstream.buffer import BodyBuffer
 from authproxy.proxy.upstream.framing import INTERIM, UNTIL_CLOSE, Invalid, response_framing
 from authproxy.proxy.upstream.origin import Origin
@@ -49,7 +50,7 @@ class _Surplus(Exception):
     """Raised from a parser callback: bytes after a complete response (never ours to read)."""
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(WriteFlow, asyncio.Protocol):
     """One keep-alive connection to an origin; its parser lives as long as it does."""
 
     def __init__(self, pool: UpstreamPool, origin: Origin):
@@ -73,8 +74,6 @@ class _Connection(asyncio.Protocol):
         self._reason = b""
         self._head_bytes = 0  # of the current response's heads, counted per packet
         self._paused_reading = False
-        self._paused_writing = False
-        self._drain: asyncio.Future[None] | None = None
         self._aborted = False  # we cut it: its end is not the upstream's end of a body
         self._packet = 0  # size of the packet being parsed (for the response-head limit)
         self.idle_since = 0.0
@@ -132,20 +131,9 @@ class _Connection(asyncio.Protocol):
                 body.finish()  # a body delimited by the connection's close (RFC 9112 6.3 item 8)
             else:
                 body.fail(reset_error())
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_exception(ConnectionResetError("upstream connection lost"))
+        self.writing_lost("upstream connection lost")
         self._keep_alive = False
         self._pool.lost(self)
-
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
-        drain = self._drain
-        if drain is not None and not drain.done():
-            drain.set_result(None)
 
     def _read_timed_out(self) -> None:
         body = self._body
@@ -250,13 +238,7 @@ class _Connection(asyncio.Protocol):
         """Wait until the upstream takes more; ``timeout`` is nginx's proxy_send_timeout."""
         if self.closed:
             raise ConnectionResetError("upstream connection lost")
-        if self._paused_writing:
-            self._drain = self.loop.create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._drain
-            finally:
-                self._drain = None
+        await self.writable(timeout)
 
     def close(self) -> None:
         """A graceful close, for an idle connection with nothing left to send."""
