@@ -86,8 +86,9 @@ class AccessLog:
 
     Lines are batched, as nginx's ``access_log ... buffer= flush=`` and Apache's
     ``BufferedLogs`` do, because a write() per request cost 15-25 µs of a request's
-    ~150 (bench/README.md): a line leaves at once when no other request is in flight
-    (a quiet proxy logs as it serves; an open WebSocket counts as one in flight, so while
+    ~150 (bench/README.md): a line leaves at the end of the event-loop pass that ended
+    it when no other request is in flight, with the other lines that pass ended (a quiet
+    proxy logs as it serves; an open WebSocket counts as one in flight, so while
     one is open lines wait up to ``log.access_flush``), else together with the next ones once
     ``log.access_buffer`` bytes wait or ``log.access_flush`` after the first one waited,
     whichever comes first; and when the process exits (a clean stop loses no line, only
@@ -95,7 +96,7 @@ class AccessLog:
     Lines leave whole and in order, each batch in one write.
     """
 
-    __slots__ = ("enabled", "_json", "_stream", "_pending", "_pending_bytes", "_limit", "_interval", "_timer",
+    __slots__ = ("enabled", "_json", "_stream", "_pending", "_pending_bytes", "_limit", "_interval", "_timer", "_soon",
                  "_loop", "_second", "_second_text", "__weakref__")
 
     def __init__(self, config: LogConfig, stream: TextIO | None = None):
@@ -107,6 +108,7 @@ class AccessLog:
         self._limit = config.access_buffer
         self._interval = config.access_flush
         self._timer: asyncio.TimerHandle | None = None
+        self._soon: asyncio.Handle | None = None  # the flush at the end of this event-loop pass
         self._loop: asyncio.AbstractEventLoop | None = None  # asked once: get_running_loop() is a getpid() syscall
         self._second = -1
         self._second_text = ""
@@ -164,13 +166,34 @@ class AccessLog:
             )
         self._pending.append(line)
         self._pending_bytes += len(line)
-        if idle or self._pending_bytes >= self._limit:
+        if self._pending_bytes >= self._limit:
             self.flush()
+            return
+        if idle:
+            # Nothing else in flight: the line leaves at the end of this event-loop pass,
+            # with the others the pass finished (one write for all of them, not one each).
+            if self._soon is None:
+                loop = self._running_loop()
+                if loop is None:
+                    self.flush()  # no loop (a tool, a test): at once
+                else:
+                    self._soon = loop.call_soon(self.flush)
         elif self._timer is None:
-            loop = self._loop
-            if loop is None or loop.is_closed():
+            loop = self._running_loop()
+            if loop is None:
+                self.flush()
+            else:
+                self._timer = loop.call_later(self._interval, self.flush)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop, asked once (get_running_loop() is a getpid() syscall on 3.11)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            try:
                 loop = self._loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self._interval, self.flush)
+            except RuntimeError:
+                return None
+        return loop
 
     def flush(self) -> None:
         """Write the waiting lines now (one write), e.g. before the process ends."""
@@ -178,6 +201,10 @@ class AccessLog:
         if timer is not None:
             self._timer = None
             timer.cancel()
+        soon = self._soon
+        if soon is not None:
+            self._soon = None
+            soon.cancel()
         pending = self._pending
         if not pending:
             return

@@ -407,8 +407,7 @@ async def test_access_log_lines(proxy):
             headers={"Cookie": "session=COOKIEVALUE", "Authorization": "Bearer TOKENVALUE", "X-Request-Id": "log-test-1"},
         ) as response:
             assert response.status == 200
-    await asyncio.sleep(0.2)
-    records = [r for r in proxy.access_records() if r["request_id"] == "log-test-1"]
+    records = await proxy.access_lines(lambda r: r["request_id"] == "log-test-1")
     assert len(records) == 1
     record = records[0]
     assert record["path"] == "/api/logged?code=&x="

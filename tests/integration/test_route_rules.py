@@ -291,7 +291,7 @@ async def test_allow_emails_and_claims_kinds_and_the_email_placeholder(setup):
         status, _, body = await get(bob, proxy.url + "/kinds/x", headers={"Accept": "application/json"})
         assert status == 403 and "allowed email" in json.loads(body)["message"]
         assert "alice" not in body.lower()  # the rule's values are not shown to others
-    records = [record for record in proxy.access_records() if record.get("route") == "kinds" and record["status"] == 403]
+    records = await proxy.access_lines(lambda record: record.get("route") == "kinds" and record["status"] == 403)
     assert records and records[-1]["refusal"] == "allow_rules" and records[-1]["user"] == "bob"
 
 

@@ -66,7 +66,7 @@ async def test_full_sign_in_session_userinfo_and_sign_out(setup, upstream):
     assert proxy.metric("authproxy_idp_request_duration_seconds_count", endpoint="revocation") >= 1
     assert proxy.metric("authproxy_jwks_refresh_total", result="success") >= 1
     assert proxy.metric("authproxy_session_cache_hits_total") >= 1
-    record = [r for r in proxy.access_records() if r["path"] == "/app/page?x=" and r["status"] == 200]
+    record = await proxy.access_lines(lambda r: r["path"] == "/app/page?x=" and r["status"] == 200)
     assert record and record[0]["user"] == "alice"
     text = proxy.logs()
     assert SESSION_SECRET not in text and CLIENT_SECRET not in text

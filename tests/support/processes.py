@@ -197,13 +197,18 @@ class ProxyProcess:
 
     async def access_record(self, request_id: str, timeout: float = 5.0) -> dict:
         """The access line of one request; it is written just after the response leaves."""
+        return (await self.access_lines(lambda record: record["request_id"] == request_id, timeout))[0]
+
+    async def access_lines(self, wanted: Callable[[dict], bool], timeout: float = 5.0) -> list[dict]:
+        """The access lines ``wanted`` picks, once there is one: a line is written after its
+        response leaves (batched with others in the same event-loop pass), so it is waited for."""
         deadline = time.monotonic() + timeout
         while True:
-            for record in self.access_records():
-                if record["request_id"] == request_id:
-                    return record
+            found = [record for record in self.access_records() if wanted(record)]
+            if found:
+                return found
             if time.monotonic() > deadline:
-                raise AssertionError(f"no access line for request {request_id!r} after {timeout}s")
+                raise AssertionError(f"no such access line after {timeout}s")
             await asyncio.sleep(0.05)
 
     def metric(self, name: str, **labels: str) -> float:

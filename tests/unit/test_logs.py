@@ -70,10 +70,20 @@ async def test_access_lines_wait_while_requests_are_in_flight_and_leave_in_one_w
     for n in range(5):
         access_line(log, n, idle=False)
     assert stream.getvalue() == "" and stream.writes == 0
-    access_line(log, 5, idle=True)  # the last request in flight ended: everything leaves, in order, at once
+    access_line(log, 5, idle=True)  # the last request in flight ended: everything leaves, in order, ...
+    access_line(log, 6, idle=True)  # ... at the end of this event-loop pass, with what else the pass ended
+    assert stream.writes == 0
+    await asyncio.sleep(0)  # one pass of the loop (the flush was queued before this task's wake-up)
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [record["request_id"] for record in records] == [f"r{n}" for n in range(6)]
+    assert [record["request_id"] for record in records] == [f"r{n}" for n in range(7)]
     assert stream.writes == 1
+
+
+def test_without_an_event_loop_an_idle_line_leaves_at_once():
+    stream = CountingStream()
+    log = AccessLog(LogConfig(), stream)
+    access_line(log, 1, idle=True)
+    assert stream.writes == 1 and json.loads(stream.getvalue())["request_id"] == "r1"
 
 
 async def test_access_lines_leave_when_the_batch_is_full():
