@@ -234,7 +234,7 @@ class ExpressStatsCollector(Collector):
         handoffs = CounterMetricFamily(
             "authproxy_express_handoffs",
             "Connections the express lane handed to aiohttp's server, by the first request it did not serve: "
-            "body, upgrade, expect, http_version, host, limits, pipelined, malformed, own_endpoint.",
+            "body, upgrade, expect, http_version, host, duplicate, limits, pipelined, malformed, own_endpoint.",
             labels=("reason",))
         for reason, count in sorted(self.stats.handoffs.items()):
             handoffs.add_metric((reason,), count)

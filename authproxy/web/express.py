@@ -28,6 +28,7 @@ import httptools
 from aiohttp import web
 from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time, should_remove_content_length
 from aiohttp.http import HttpVersion11
+from aiohttp.http_parser import SINGLETON_HEADERS
 from multidict import CIMultiDict, MultiDictProxy
 from yarl import URL
 
@@ -52,6 +53,8 @@ PENDING_LIMIT = 64 * 1024
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 # Request headers that need aiohttp's lane (a body, a protocol switch, 100-continue), and
 # the hand-off's reason.
+# Headers a request may carry once (aiohttp's parser refuses a second one).
+_SINGLETONS = frozenset(name.encode() for name in SINGLETON_HEADERS)
 _NOT_EXPRESS = {b"content-length": "body", b"transfer-encoding": "body", b"upgrade": "upgrade", b"expect": "expect"}
 
 
@@ -97,7 +100,8 @@ class ExpressRequest:
     @property
     def query(self) -> MultiDictProxy[str]:
         """The query's parameters, as aiohttp's ``request.query`` gives them (forward-auth's ``redirect``)."""
-        return URL.build(path="/", query_string=self.raw_path.partition("?")[2], encoded=True).query
+        query = self.raw_path.partition("?")[2].partition("#")[0]  # a fragment is no part of it (yarl's split)
+        return URL.build(path="/", query_string=query, encoded=True).query
 
 
 def _failed_early(exc: UpstreamError) -> Exception:
@@ -133,7 +137,7 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         self._buffer = bytearray()  # bytes of the request being received, from its first
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._hosts = 0
+        self._singletons: set[bytes] = set()  # of the request being received (SINGLETONS)
         self._complete = False  # a whole request is in the buffer
         self._keep_alive = True  # the complete request's (Connection, HTTP version)
         self._request: bytes = b""  # the request being served, as received (for a hand-off)
@@ -203,7 +207,7 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
             raise _NotExpress("pipelined")
         self._url = b""
         self._headers = []
-        self._hosts = 0
+        self._singletons = set()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -217,8 +221,10 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         lower = name.lower()
         if lower in _NOT_EXPRESS and not (lower == b"content-length" and value.strip(b" \t") == b"0"):
             raise _NotExpress(_NOT_EXPRESS[lower])  # a body, an upgrade, 100-continue (a length of 0 is no body)
-        if lower == b"host":
-            self._hosts += 1
+        if lower in _SINGLETONS:
+            if lower in self._singletons:
+                raise _NotExpress("duplicate")  # aiohttp's parser refuses a second one (400)
+            self._singletons.add(lower)
         # RFC 9110 5.5: whitespace around a field value is not part of it (llhttp keeps the trailing)
         headers.append((name, value.rstrip(b" \t")))
 
@@ -226,8 +232,8 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         parser = self._parser
         if parser.get_http_version() != "1.1":
             raise _NotExpress("http_version")
-        if self._hosts != 1:
-            raise _NotExpress("host")  # none or several: aiohttp's lane answers as it does
+        if b"host" not in self._singletons:
+            raise _NotExpress("host")  # none: aiohttp's lane answers as it does
         if parser.should_upgrade():
             raise _NotExpress("upgrade")
 
@@ -250,7 +256,6 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         self._headers = []
         request = ExpressRequest(parser.get_method().decode("ascii"), self._url.decode("utf-8", "surrogateescape"),
                                  headers, self)
-        EXPRESS.requests += 1
         if self._between:  # the serving task itself, between two requests (``_finished``)
             self._next = request
             return
@@ -285,18 +290,39 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
             response = await self.handler(request)
         except HandOff:
             self._busy = False
-            EXPRESS.requests -= 1  # served (and counted) by aiohttp's lane instead
             self._hand_off(self._request + bytes(self._pending), "own_endpoint")
             return
         except Exception as exc:  # a bug: the handler answers every error it knows (counted there as 500)
+            EXPRESS.requests += 1
             self._unhandled(request, exc)
             return
-        if response.__class__ is ExpressSent:
-            if response.cut:
-                self._abort()
-        elif not self.closed:
-            self._write_response(request, response)
+        EXPRESS.requests += 1
+        try:
+            if response.__class__ is ExpressSent:
+                if response.cut:  # the answer broke off, or never started: the connection ends
+                    self._end()
+                    return
+            elif not self.closed:
+                self._write_response(request, response)
+            if self._paused_writing and not self.closed:
+                # The client does not read what it asked for: no next request until it does, so
+                # answers cannot pile up in the transport's buffer (aiohttp's lane drains too).
+                await self.writable(self._idle_timeout)
+        except (TimeoutError, ConnectionError):  # it stopped reading for the idle timeout, or left
+            self._end()
+            return
+        except Exception as exc:  # a bug writing the answer (a header no answer may carry)
+            log().error("unhandled_error", exc_info=exc, extra={"fields": {
+                "request_id": request_id_from(request.headers), "status": 500, "reason": type(exc).__name__,
+                "client": self.remote}})
+            self._end()
+            return
         self._finished()
+
+    def _end(self) -> None:
+        """The connection ends now, with nothing more read or served."""
+        self._busy = False
+        self._abort()
 
     def _unhandled(self, request: ExpressRequest, exc: Exception) -> None:
         """As aiohttp's lane (``SafeRequestHandler.handle_error``): logged with its type, a
@@ -304,21 +330,24 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         request_id = request_id_from(request.headers)
         log().error("unhandled_error", exc_info=exc, extra={"fields": {
             "request_id": request_id, "status": 500, "reason": type(exc).__name__, "client": self.remote}})
-        self._busy = False
         if self.closed or self._head_sent:
-            self._abort()
+            self._end()
             return
         from authproxy.web.listener import refusal  # listener.py imports this module
 
         self._close_after = True
         error, text = refusal(500, exc)
-        self._write_response(request, error_response(500, error, text, request_id, accept="text/html"))
+        try:
+            self._write_response(request, error_response(500, error, text, request_id, accept="text/html"))
+        except Exception:  # noqa: BLE001 - nothing more to say to this client
+            self._end()
+            return
         self._finished()
 
     def _finished(self) -> None:
         self._busy = False
         self._request = b""
-        if self.closed:
+        if self.closed or self.transport is None or self.transport.is_closing():
             return
         if self._close_after or self.server.draining:
             assert self.transport is not None

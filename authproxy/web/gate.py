@@ -278,7 +278,7 @@ class Gate:
         Never for templates that name a token: the cache of verified tokens holds none, and
         neither does this. The kept value holds the claims object itself, so its id names
         nothing else while kept."""
-        if route.injects_tokens:
+        if route.injects_tokens or self.verified is None:  # without the cache, claims are new every time
             return self._render(route, identity, request_id)[0]
         key = (route, id(identity.claims))
         blocks = self._claim_blocks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 
 import httptools
 import pytest
@@ -257,6 +258,8 @@ async def test_bytes_the_parser_refuses_get_aiohttps_refusal(proxy, aiohttp_prox
     (b"POST /echo/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n", "body"),
     (b"POST /echo/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n", "malformed"),
     (b"GET /echo/x HTTP/1.1\r\nHost: app.test\r\nX-Pad: " + b"p" * 8300 + b"\r\n\r\n", "limits"),
+    (b"GET /echo/x HTTP/1.1\r\nHost: app.test\r\nUser-Agent: a\r\nUser-Agent: b\r\n\r\n", "duplicate"),
+    (b"GET /echo/x HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", "duplicate"),
 ])
 async def test_what_the_lane_does_not_serve_is_answered_as_aiohttp_answers_it(proxy, aiohttp_proxy, request_bytes,
                                                                                 reason):
@@ -315,6 +318,64 @@ async def test_streamed_chunked_and_bodiless_answers_match_aiohttps_lane(proxy, 
     assert results[0][2].header("Content-Length") == "100" and results[0][2].body == b""
     assert results[0][6].header("X-Secret-Hop") is None and results[0][6].header("X-Kept") == "1"
     assert lanes.since() == (len(requests), {})
+
+
+def unread_connection(port: int) -> socket.socket:
+    """A client that never reads: a small receive buffer, so the proxy's writes back up."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+async def cut_by_server(sock: socket.socket) -> bool:
+    """Whether the proxy ends the connection within 10 s, found without reading from it:
+    once it has, a send fails (a byte more of a next request changes nothing before)."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                sock.send(b" ", socket.MSG_NOSIGNAL)
+            except OSError:
+                return True
+            await asyncio.sleep(0.05)
+
+
+async def test_answers_the_client_does_not_read_do_not_pile_up(proxy):
+    sock = unread_connection(proxy.port)
+    served = 0
+    try:
+        for n in range(400):  # 60 KB answers, each written in one go, until the socket's buffers are full
+            sock.sendall(get("/download/60000", f"X-Request-Id: unread-{n}\r\n"))
+            try:
+                await proxy.access_record(f"unread-{n}", timeout=2)
+            except AssertionError:
+                break  # held: the answer before it has not left the proxy's buffer
+            served += 1
+        assert served < 400  # (24 MB would otherwise sit in the proxy's memory by now)
+        assert await cut_by_server(sock)  # not read for client_idle_timeout (1s): cut
+    finally:
+        sock.close()
+    assert not [r for r in proxy.access_records() if r["request_id"] == f"unread-{served}"]  # never served
+
+
+async def test_a_cut_connection_serves_nothing_it_had_queued(proxy):
+    sock = unread_connection(proxy.port)
+    try:
+        sock.sendall(get("/download/20000000", "X-Request-Id: cut-1\r\n"))
+        await in_flight(proxy)
+        sock.sendall(get("/echo/after-cut", "X-Request-Id: cut-2\r\n"))  # waits while the first is served
+        first = await proxy.access_record("cut-1", timeout=10)  # the client stopped reading: cut
+        assert first["status"] == 499
+    finally:
+        sock.close()
+    # A request on another connection: anything the cut one had queued would be logged before it.
+    other = await Client.open(proxy.port)
+    try:
+        await other.request("GET", "/echo/marker", "X-Request-Id: cut-marker\r\n")
+    finally:
+        other.close()
+    await proxy.access_record("cut-marker")
+    assert not [r for r in proxy.access_records() if r["request_id"] == "cut-2"]
 
 
 async def test_connection_close_ends_the_connection_after_the_answer(proxy):
@@ -378,6 +439,38 @@ async def test_a_bug_in_the_handler_is_answered_500_and_ends_the_connection(capl
         listener.close()
     errors = [record for record in caplog.records if record.getMessage() == "unhandled_error"]
     assert len(errors) == 1 and errors[0].exc_info[0] is RuntimeError
+
+
+async def test_an_answer_that_cannot_be_written_ends_the_connection(caplog):
+    from aiohttp import web
+
+    async def handler(request):
+        return web.Response(text="x", headers={"X-Bad": "a\nb"})  # no answer may carry this
+
+    listener, port = await serve_in_process(handler)
+    client = await Client.open(port)
+    try:
+        await client.send(get("/x"))
+        assert await client.closed_by_server()  # cut, not left open and busy
+        assert client.answers == []
+    finally:
+        client.close()
+        listener.close()
+    assert [record for record in caplog.records if record.getMessage() == "unhandled_error"]
+
+
+def test_the_query_of_an_express_request_is_aiohttps():
+    from types import SimpleNamespace
+
+    from aiohttp.test_utils import make_mocked_request
+    from multidict import CIMultiDict
+
+    from authproxy.web.express import ExpressRequest
+
+    connection = SimpleNamespace(remote="127.0.0.1", scheme="http", transport=None)
+    for target in ("/oauth2/auth?redirect=1#x", "/a?x=1&x=2&y=%20z", "/a", "/a?#f", "/a?redirect=true&"):
+        express = ExpressRequest("GET", target, CIMultiDict(), connection)  # type: ignore[arg-type]
+        assert list(express.query.items()) == list(make_mocked_request("GET", target).query.items()), target
 
 
 async def test_a_hand_off_serves_the_same_request_in_aiohttps_lane():

@@ -157,8 +157,16 @@ def bearer_identity(claims: dict, token: str = "JWT-1"):
     return Identity(claims["sub"], claims, token, None, BEARER, "oidc", None)
 
 
+def bearer_gate(inject: dict[str, str]):
+    from authproxy.oidc.token_cache import VerifiedTokenCache
+
+    gate, route = gate_and_route(inject)
+    gate.verified = VerifiedTokenCache(100, 300)  # as a gate with a provider has (config.verified_tokens)
+    return gate, route
+
+
 def test_a_bearer_block_is_kept_for_the_claims_object_the_token_cache_gives_again(renders):
-    gate, route = gate_and_route({"X-Email": "{claims.email}", "X-Sub": "{sub}"})
+    gate, route = bearer_gate({"X-Email": "{claims.email}", "X-Sub": "{sub}"})
     claims = {"sub": "bob", "email": "bob@example.com"}
     first = gate.rendered_headers(route, bearer_identity(claims), "r1")
     assert list(first) == [("X-Email", "bob@example.com"), ("X-Sub", "bob")] and renders["n"] == 2
@@ -169,8 +177,16 @@ def test_a_bearer_block_is_kept_for_the_claims_object_the_token_cache_gives_agai
 
 
 def test_a_bearer_block_that_names_a_token_is_never_kept(renders):
-    gate, route = gate_and_route({"X-Token": "{access_token}", "X-Sub": "{sub}"})
+    gate, route = bearer_gate({"X-Token": "{access_token}", "X-Sub": "{sub}"})
     claims = {"sub": "bob"}
     assert dict(gate.rendered_headers(route, bearer_identity(claims, "JWT-1"), "r1"))["X-Token"] == "JWT-1"
     assert dict(gate.rendered_headers(route, bearer_identity(claims, "JWT-2"), "r2"))["X-Token"] == "JWT-2"
     assert renders["n"] == 4 and not gate._claim_blocks
+
+
+def test_without_the_verified_token_cache_no_bearer_block_is_kept(renders):
+    gate, route = gate_and_route({"X-Sub": "{sub}"})  # no provider here: no cache of verified tokens
+    claims = {"sub": "bob"}
+    for n in range(3):
+        assert dict(gate.rendered_headers(route, bearer_identity(claims), f"r{n}")) == {"X-Sub": "bob"}
+    assert renders["n"] == 3 and not gate._claim_blocks
