@@ -157,6 +157,15 @@ class OidcProvider:
                                 allow_redirects=False) as response:
             assert response.status in (302, 303), await response.text()
 
+    async def settled_events(self, event: str, at_least: int, timeout: float = 5.0) -> int:
+        """How many ``event`` lines arrived, once at least ``at_least`` did (they arrive on a
+        pipe, read by a thread: under load, after the answer they came before), or after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.events.count(event) < at_least and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.events.count(event)
+
     def grants(self, grant_type: str) -> int:
         return sum(1 for event in self.events if event == f"grant.success {grant_type}")
 
