@@ -50,6 +50,10 @@ SMALL_BODY = 64 * 1024
 # Bytes of a next request that may wait while one is served (a pipelining client);
 # reading pauses beyond it.
 PENDING_LIMIT = 64 * 1024
+# Bytes of an unfinished request head the lane holds (plain requests' heads are a few KiB);
+# a larger one goes to aiohttp's server, whose limits (limits.header_size per line,
+# limits.max_headers) decide.
+HEAD_LIMIT = 64 * 1024
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
 # Request headers that need aiohttp's lane (a body, a protocol switch, 100-continue), and
 # the hand-off's reason.
@@ -182,8 +186,8 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
             self._hand_off(bytes(self._buffer), "malformed")  # aiohttp refuses these bytes itself
             return
         if not self._complete:
-            if len(self._buffer) > self._max_line + self._max_field * (self._max_headers + 1):
-                self._hand_off(bytes(self._buffer), "limits")  # beyond any head the limits allow: aiohttp refuses it
+            if len(self._buffer) > HEAD_LIMIT:  # a head this large is aiohttp's to judge, under its own limits
+                self._hand_off(bytes(self._buffer), "limits")
             return
         self._request = bytes(self._buffer)
         self._buffer.clear()
