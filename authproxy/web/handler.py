@@ -332,7 +332,7 @@ class ProxyHandler:
             if trusted.networks else peer,
             user=exchange.user,
             refusal=exchange.refusal,
-            idle=self.stats.in_flight == 0,  # nothing else in flight: the line leaves now, not batched
+            idle=self.stats.in_flight == 0,  # nothing else in flight: the line leaves with this loop pass
         )
 
     async def _own_endpoint(
