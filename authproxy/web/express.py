@@ -37,6 +37,7 @@ from authproxy.metrics import EXPRESS
 from authproxy.logs import log
 from authproxy.proxy.deadline import Deadline
 from authproxy.proxy.flow import WriteFlow
+from authproxy.proxy.forward import UpstreamFailedEarly
 from authproxy.proxy.headers import request_id_from, response_headers
 from authproxy.proxy.pages import error_response
 
@@ -106,12 +107,6 @@ class ExpressRequest:
         """The query's parameters, as aiohttp's ``request.query`` gives them (forward-auth's ``redirect``)."""
         query = self.raw_path.partition("?")[2].partition("#")[0]  # a fragment is no part of it (yarl's split)
         return URL.build(path="/", query_string=query, encoded=True).query
-
-
-def _failed_early(exc: UpstreamError) -> Exception:
-    from authproxy.proxy.forward import UpstreamFailedEarly  # forward.py imports aiohttp's client: not at start
-
-    return UpstreamFailedEarly(exc)
 
 
 class _NotExpress(Exception):
@@ -326,7 +321,7 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
     def _end(self) -> None:
         """The connection ends now, with nothing more read or served."""
         self._busy = False
-        self._abort()
+        self.abort()
 
     def _unhandled(self, request: ExpressRequest, exc: Exception) -> None:
         """As aiohttp's lane (``SafeRequestHandler.handle_error``): logged with its type, a
@@ -431,7 +426,7 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
                 try:
                     data = await upstream.read()
                 except UpstreamError as exc:
-                    raise _failed_early(exc) from None
+                    raise UpstreamFailedEarly(exc) from None
             self._send_head(status, upstream.reason, headers, data)
             return ExpressSent(status)
         chunked = length is None
@@ -492,12 +487,9 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         if not self._busy and self.transport is not None and not self._buffer:
             self.transport.close()
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-    def abort(self) -> None:
-        self._abort()
 
     def _pause_reading(self) -> None:
         if not self._paused_reading and self.transport is not None:

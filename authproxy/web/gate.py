@@ -263,11 +263,7 @@ class Gate:
                 else:
                     block, dropped = self._render(route, identity, request_id)
                     if not dropped:  # a dropped value is logged on every request, so rendered every time
-                        blocks = self._blocks
-                        blocks.pop(key, None)
-                        while len(blocks) >= self._blocks_limit:
-                            del blocks[next(iter(blocks))]
-                        blocks[key] = (identity.claims, identity.sub, block)
+                        self._keep(self._blocks, key, (identity.claims, identity.sub, block))
         if route.assertion and identity is not None and self.signer is not None:
             return [*block, self._assertion(route, identity)]
         return block
@@ -287,11 +283,15 @@ class Gate:
             return kept[3]
         block, dropped = self._render(route, identity, request_id)
         if not dropped:
-            blocks.pop(key, None)
-            while len(blocks) >= self._blocks_limit:
-                del blocks[next(iter(blocks))]
-            blocks[key] = (identity.claims, identity.sub, identity.issuer, block)
+            self._keep(blocks, key, (identity.claims, identity.sub, identity.issuer, block))
         return block
+
+    def _keep(self, blocks: dict[Any, Any], key: Any, value: Any) -> None:
+        """``blocks[key] = value``, the oldest entries out first beyond BLOCKS_LIMIT."""
+        blocks.pop(key, None)
+        while len(blocks) >= self._blocks_limit:
+            del blocks[next(iter(blocks))]
+        blocks[key] = value
 
     def _render(
         self, route: Route, identity: Identity | None, request_id: str, service_token: str | None = None

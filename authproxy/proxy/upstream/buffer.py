@@ -113,13 +113,8 @@ class BodyBuffer:
     async def readany(self) -> bytes:
         """The next body bytes (all that arrived), or b"" once the body is complete."""
         while True:
-            chunks = self._chunks
-            if chunks:
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                self.buffered = 0  # under LOW_WATER: the upstream may send again
-                self._source.resume_reading()
-                return data
+            if self._chunks:
+                return self.take()
             if self.complete:
                 return b""
             if self.error is not None:
@@ -127,13 +122,13 @@ class BodyBuffer:
             await self.wait()
 
     def take(self) -> bytes:
-        """Everything buffered, at once (for a body already complete: ``read`` without an await)."""
+        """Everything buffered, at once: ``readany`` without an await (for a body already
+        complete). The buffer is then under LOW_WATER, so the upstream may send again."""
         chunks = self._chunks
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
-        if self.buffered > LOW_WATER:
-            self._source.resume_reading()
         self.buffered = 0
+        self._source.resume_reading()
         return data
 
     async def read(self) -> bytes:
