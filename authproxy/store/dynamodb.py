@@ -36,12 +36,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aioboto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from authproxy import metrics
 from authproxy.logs import log
+from authproxy.store import aws
 from authproxy.store.breaker import CircuitBreaker, RecentlyAbsent
 from authproxy.store.base import (
     LeaseResult, SessionRecord, StoreRejected, StoreUnavailable, VersionConflict, check_item_size,
@@ -105,7 +105,7 @@ class DynamoDBStore:
         self._client: Any = None
 
     async def open(self) -> None:
-        session = aioboto3.Session()
+        session = aws.session()
         self._client = await self._stack.enter_async_context(
             session.client("dynamodb", region_name=self._region, endpoint_url=self._endpoint_url, config=self._config)
         )

@@ -60,6 +60,7 @@ class BackChannelLogout:
         # issuer, whichever of its issuers a token came from (oidc/logout.py).
         self.provider = oidc.issuer
         self.sessions = sessions
+        sessions.find_by_store_key()  # a logout token names store keys: their cached sessions go at once
         self.client = client
         self.clock = clock
         self.body_timeout = body_timeout

@@ -31,9 +31,13 @@ def session_of(claims):
                    access_expires_at=NOW + 300, created_at=NOW, expires_at=NOW + 3600, last_seen_at=NOW)
 
 
-def sessions(store, cache=None, provider=None):
+def sessions(store, cache=None, provider=None, by_store_key=True):
     # A cache TTL far beyond the test: only an eviction can make a cached session go.
-    return Sessions(store, BOX, cache if cache is not None else SessionCache(100, ttl=3600), idle_timeout=7200, provider=provider)
+    service = Sessions(store, BOX, cache if cache is not None else SessionCache(100, ttl=3600), idle_timeout=7200,
+                       provider=provider)
+    if by_store_key:
+        service.find_by_store_key()  # as the back-channel logout endpoint does when it is built
+    return service
 
 
 async def signed_in(service, **claims):
@@ -132,6 +136,28 @@ def test_every_session_the_cache_can_hold_can_be_evicted_at_once():
     larger cache still loses an ended session at once, not only after its TTL."""
     assert sessions(MemoryStore(), SessionCache(250_000, ttl=30))._cache_keys_limit == 250_000
     assert sessions(MemoryStore(), SessionCache(10, ttl=30))._cache_keys_limit == 10
+
+
+async def test_without_the_endpoint_no_store_key_map_is_kept_and_a_logout_still_ends_the_session():
+    """The map costs memory per cached session; only back-channel logout reads it. Without it
+    an ended session is gone from the store at once and from this cache within its TTL."""
+    store = MemoryStore()
+    service = sessions(store, SessionCache(100, ttl=3600), by_store_key=False)
+    ticket = await signed_in(service)
+    assert await service.read(ticket, NOW) is not None
+    assert service._cache_keys is None
+    assert await service.end_for_logout(Logout(ISSUER, "alice", "s-1", "j", NOW + 180)) == 1
+    assert await store.get(ticket.key, NOW) is None
+
+
+def test_the_back_channel_logout_endpoint_has_cached_sessions_found_by_store_key():
+    from authproxy.config.schema import OidcConfig
+    from authproxy.web.backchannel import BackChannelLogout
+
+    service = sessions(MemoryStore(), by_store_key=False)
+    oidc = OidcConfig(issuer=ISSUER, client_id="app", client_secret="s" * 16)
+    BackChannelLogout(oidc, service, lambda: None, lambda: float(NOW))
+    assert service._cache_keys == {}
 
 
 async def test_a_full_cache_loses_every_ended_session_at_once():
