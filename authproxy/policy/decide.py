@@ -48,6 +48,11 @@ class Identity:
     groups_claim: str | None = None  # where the issuer puts groups; None: the oidc provider's groups_claim
 
 
+def session_identity(session: Any) -> Identity:
+    """The identity of a session (session/store.py's ``Session``)."""
+    return Identity(session.sub, session.claims, session.access_token, session.id_token, SESSION)
+
+
 # --- the facts the edge gathers besides the identity ---------------------------------
 
 # What went wrong while looking for credentials, when something did.

@@ -54,6 +54,16 @@ class SessionCache(Generic[Value]):
             return entry[1]
         return None
 
+    def entry(self, key: str) -> tuple[float, Value, int] | None:
+        """The entry held for ``key``, fresh or not: (stored at, value, size). A later ``put``
+        or eviction replaces or drops it, so holding on to it and comparing by identity
+        tells whether the value is still the one cached (``Sessions.still_cached``)."""
+        return self._entries.get(key)
+
+    def stale_at(self, entry: tuple[float, Value, int]) -> float:
+        """When ``entry`` stops being fresh, on the cache's clock."""
+        return entry[0] + self._ttl
+
     def hit(self, key: str) -> None:
         """A lookup ``peek`` answered."""
         self._entries.move_to_end(key)

@@ -111,25 +111,29 @@ def due(session: Session, now: int, before_expiry: float, id_token: bool = False
     """Whether tokens should be refreshed before this request is forwarded: the access
     token, and the ID token too when the route injects it and refreshes renew it (OIDC
     Core 12.2 lets a provider send none; its old ``exp`` would make every request due)."""
+    return now >= due_at(session, before_expiry, id_token)
+
+
+def due_at(session: Session, before_expiry: float, id_token: bool = False) -> float:
+    """The first instant at which ``due`` says yes (infinity: never, without a refresh token)."""
     if not session.refresh_token:
-        return False
-    if _within_margin(session.access_expires_at, session.access_issued_at, now, before_expiry):
-        return True
+        return math.inf
+    at = _margin_start(session.access_expires_at, session.access_issued_at, before_expiry)
     if id_token and session.id_token_renews and isinstance(session.claims.get("exp"), (int, float)):
         issued = session.claims.get("iat")
-        return _within_margin(int(session.claims["exp"]), int(issued) if isinstance(issued, (int, float)) else None,
-                              now, before_expiry)
-    return False
+        at = min(at, _margin_start(int(session.claims["exp"]), int(issued) if isinstance(issued, (int, float)) else None,
+                                   before_expiry))
+    return at
 
 
-def _within_margin(expires: int | None, issued: int | None, now: int, before_expiry: float) -> bool:
-    """Whether ``now`` is within the refresh margin of a token's expiry: ``before_expiry``,
-    or half the token's lifetime when that is shorter."""
+def _margin_start(expires: int | None, issued: int | None, before_expiry: float) -> float:
+    """Where a token's refresh margin begins: ``before_expiry`` before its expiry, or half
+    the token's lifetime when that is shorter (infinity: a token that does not expire)."""
     if expires is None:
-        return False
+        return math.inf
     lifetime = expires - (issued or expires)
     margin = min(before_expiry, lifetime / 2) if lifetime > 0 else before_expiry
-    return now >= expires - margin
+    return expires - margin
 
 
 def definite(exc: Exception) -> bool:
@@ -205,6 +209,13 @@ class Refresher:
         to verify: ``fresh`` would return it unchanged (checked without an await)."""
         return (session.unverified_id_token is None or self._verify_id_token is None) and not due(
             session, int(self._clock()), self._before_expiry, id_token)
+
+    def ready_until(self, session: Session, id_token: bool = False) -> float:
+        """Until when ``ready`` says yes for ``session`` (it can only turn to no as time
+        passes): minus infinity when an ID token waits to be verified."""
+        if session.unverified_id_token is not None and self._verify_id_token is not None:
+            return -math.inf
+        return due_at(session, self._before_expiry, id_token)
 
     def _verify_due(self, ticket: SessionTicket, session: Session) -> bool:
         return (

@@ -306,6 +306,27 @@ class Sessions:
         self._cache.hit(cache_key)
         return session
 
+    def cached_until(self, cache_key: str, session: Session) -> tuple[object, float, float] | None:
+        """For a ``session`` that ``cached`` just returned: the cache entry it came from, and
+        until when (the wall clock's whole seconds, then the cache's clock) ``cached`` would
+        keep returning it as it is, if nothing else happens to it. None when it is not
+        simply what the cache holds (newer unsaved tokens overlay it)."""
+        entry = self._cache.entry(cache_key)
+        if entry is None or entry[1][0] is not session or self.pending.get(cache_key) is not None:
+            return None
+        return entry, min(session.expires_at, session.last_seen_at + self._touch_interval), self._cache.stale_at(entry)
+
+    def still_cached(self, cache_key: str, entry: object, stale_at: float) -> bool:
+        """Whether the cache entry ``cached_until`` gave is still the one held for
+        ``cache_key``, fresh, with no newer unsaved tokens or unsaved activity; counted as a
+        cache hit when it is. Every change to a cached session (a refresh, a touch, a
+        sign-out, an eviction) replaces or drops its entry."""
+        if (self._cache.entry(cache_key) is not entry or self._clock() >= stale_at
+                or self.pending.get(cache_key) is not None or cache_key in self._unsaved_activity):
+            return False
+        self._cache.hit(cache_key)
+        return True
+
     def _overlay(self, cache_key: str, session: Session, version: int) -> tuple[Session, int]:
         """What the cache or store says, unless this process holds newer unsaved tokens
         for the same version; a higher version supersedes them (newer tokens exist)."""

@@ -34,6 +34,7 @@ from authproxy.policy.decide import (  # noqa: F401 - Identity and REALM re-expo
     SESSION,
     Facts,
     Identity,
+    session_identity,
     uses_bearer,
 )
 from authproxy.policy.inject import UNSAFE, groups_of
@@ -47,7 +48,6 @@ if TYPE_CHECKING:  # joserfc and cryptography load only when a provider is confi
     from authproxy.oidc.token_cache import VerifiedTokenCache
     from authproxy.oidc.verify import TokenRules
     from authproxy.policy.assertion import AssertionSigner
-    from authproxy.session.store import Session
     from authproxy.web.provider import ProviderLink
     from authproxy.web.signin import SignIn
 
@@ -178,6 +178,15 @@ class Gate:
             navigation = (method or request.method) in _NAVIGATIONS and wants_html(request.headers.get("Accept"))
             return None, Facts(navigation=navigation, redirect=redirect)
         return session_identity(session), NOTHING_ELSE
+
+    def known_identity(self, request: web.BaseRequest, route: Route) -> Identity | None:
+        """``identify``'s answer without an await, when it is sure to be a session's
+        identity that nothing needs doing for (SignIn.known_identity); None: call
+        ``identify``. Only on routes where a session is the only credential looked at."""
+        sign_in = self.sign_in
+        if sign_in is None or (route.auth != "login" and route.auth != "optional"):
+            return None
+        return sign_in.known_identity(request.headers.get("Cookie"), route.injects_id_token)
 
     async def _bearer(self, token: str | None, route: Route) -> tuple[Identity | None, Facts]:
         """The identity of a bearer token on ``route``: the issuer is chosen by the token's
@@ -338,7 +347,3 @@ class Gate:
         if route.assertion and identity is not None and self.signer is not None:
             headers.append(self._assertion(route, identity))
         return headers
-
-
-def session_identity(session: Session) -> Identity:
-    return Identity(session.sub, session.claims, session.access_token, session.id_token, SESSION)
