@@ -102,19 +102,33 @@ def upstream_request_headers(
     upstream_host: str | None,
     request_id: str,
     strip: Callable[[str], bool] | None = None,
+    cookies: Callable[[str], str | None] | None = None,
 ) -> CIMultiDict[str]:
     """Headers for the upstream request.
 
     ``upstream_host`` is the Host to send (None keeps the client's, for preserve_host).
     ``strip`` decides by name for headers only the proxy may set (identity headers).
+    ``cookies`` gives what of a Cookie header the upstream may see (None: nothing); several
+    Cookie headers are sent on as one, joined with "; " (RFC 6265 5.4 allows only one).
     """
     remove = _REQUEST_DROP | connection_tokens(headers) if "Connection" in headers else _REQUEST_DROP
     out: CIMultiDict[str] = CIMultiDict()
+    kept_cookies = 0
     for name, value in headers.items():
         # Names with "_" are dropped, as nginx does by default: CGI/WSGI servers map
         # "_" to "-", so "X_Forwarded_For" would otherwise pass as X-Forwarded-For.
-        if name.lower() not in remove and "_" not in name and (strip is None or not strip(name)):
-            out.add(name, value)
+        lower = name.lower()
+        if lower in remove or "_" in name or (strip is not None and strip(name)):
+            continue
+        if lower == "cookie" and cookies is not None:
+            kept = cookies(value)
+            if kept is None:
+                continue
+            value = kept
+            kept_cookies += 1
+        out.add(name, value)
+    if kept_cookies > 1:
+        out["Cookie"] = "; ".join(out.popall("Cookie"))
     out["Host"] = host_header if upstream_host is None else upstream_host
     if peer_trusted:
         # A trusted proxy appends its peer; we append ours (the trusted proxy itself).

@@ -216,6 +216,7 @@ class ProxyHandler:
         if route.max_body is not None and length is not None and length > route.max_body:
             raise PayloadTooLarge(f"request body exceeds this route's limit of {route.max_body} bytes")
 
+        sign_in = self.sign_in
         upstream_headers = upstream_request_headers(
             headers,
             peer=peer,
@@ -225,6 +226,8 @@ class ProxyHandler:
             upstream_host=None if route.preserve_host else route.upstream.host_header,
             request_id=request_id,
             strip=rules.strip[route],
+            # The proxy's own cookies are for the proxy: an upstream never sees them.
+            cookies=sign_in.cookie_memo.for_upstream if sign_in is not None else None,
         )
         if (route.injections or route.assertion) and not preflight:
             # A session's rendered block is kept (Gate.rendered_headers); an await only for a service token.
@@ -233,13 +236,6 @@ class ProxyHandler:
                 block = await rules.gate.identity_headers(route, identity, request_id)
             for name, value in block:
                 upstream_headers[name] = value
-        sign_in = self.sign_in
-        if sign_in is not None and "Cookie" in upstream_headers:
-            # The proxy's own cookies are for the proxy: an upstream never sees them.
-            cookies = upstream_headers.popall("Cookie")
-            cookie = sign_in.cookie_memo.for_upstream(cookies[0] if len(cookies) == 1 else "; ".join(cookies))
-            if cookie is not None:
-                upstream_headers["Cookie"] = cookie
         upstream_path = route.upstream_path(path, target.matched)
         if request.__class__ is not ExpressRequest and is_websocket_upgrade(request):  # the lane never upgrades
             return await self._websocket(request, rules, route, target, identity, upstream_headers, upstream_path,

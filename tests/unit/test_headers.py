@@ -163,3 +163,20 @@ def test_request_id():
     assert request_id_from(headers(("X-Request-Id", "abc-123"))) == "abc-123"
     generated = request_id_from(headers(("X-Request-Id", "bad value\r\n")))
     assert len(generated) == 32 and generated != request_id_from(headers())
+
+
+def test_cookie_headers_pass_through_the_cookie_filter_and_several_become_one():
+    from authproxy.session.cookies import CookiePolicy, without_own_cookies
+
+    policy = CookiePolicy.build(https=False, cookie_name=None, cookie_domain=None)
+    own = f"{policy.session_name}=ticket"
+
+    def filtered(value):
+        return without_own_cookies(value, policy)
+
+    out = forward(headers(("Cookie", f"a=1; {own}; b=2")), cookies=filtered)
+    assert out.getall("Cookie") == ["a=1; b=2"]
+    assert "Cookie" not in forward(headers(("Cookie", own)), cookies=filtered)  # only ours: no header at all
+    out = forward(headers(("Cookie", "a=1"), ("Cookie", own), ("cookie", f"{own}; c=3")), cookies=filtered)
+    assert out.getall("Cookie") == ["a=1; c=3"]  # RFC 6265 5.4: one header
+    assert forward(headers(("Cookie", own)), cookies=None).getall("Cookie") == [own]  # no sign-in: untouched
