@@ -54,7 +54,10 @@ class Session:
     id_token_renews: bool = True
 
     def __post_init__(self) -> None:
-        self.claims = shared_claims(self.claims)
+        self.claims = claims = shared_claims(self.claims)
+        sub = claims.get("sub")
+        if sub is not self.sub and sub == self.sub:
+            self.sub = sub  # one string for both
 
     def __repr__(self) -> str:  # tokens never reach a log through a repr
         return f"Session(sub={self.sub!r}, expires_at={self.expires_at})"
@@ -223,9 +226,13 @@ class Sessions:
         # still leaves the cache within its TTL, like on every other replica.
         # As many as the cache holds (store.cache.max_entries), so every cached session can
         # still be evicted at once however large the cache is configured. Kept only once
-        # ``find_by_store_key`` is called (the back-channel logout endpoint, when it is on):
-        # about 290 bytes a cached session that nothing else reads.
-        self._cache_keys: OrderedDict[str, str] | None = None
+        # ``find_by_store_key`` is called (the back-channel logout endpoint, when it is on).
+        # Keyed by the store key's hash(): a 64-bit int, not a 64-character string, in a
+        # plain dict (insertion order; re-inserted when read again). Two store keys with one
+        # hash (odds about 2**-64 per pair) cost only this: a logout of one empties this
+        # cache of the other, which is read again from the store, and the ended one leaves
+        # this cache within its TTL, as on every other replica.
+        self._cache_keys: dict[int, str] | None = None
         self._cache_keys_limit = max(1, cache.max_entries)
         # The provider's configured issuer (oidc.issuer): the namespace of the sid/sub hashes a
         # back-channel logout finds sessions by (oidc/logout.py), whichever of the provider's
@@ -237,7 +244,7 @@ class Sessions:
         """From now on, remember which cache key each store key's session is cached under,
         so ``end_for_logout`` empties this process's cache at once."""
         if self._cache_keys is None:
-            self._cache_keys = OrderedDict()
+            self._cache_keys = {}
 
     async def load(self, ticket: SessionTicket, now: int) -> tuple[Session, int] | None:
         """The live session for ``ticket`` and its store version; None when absent,
@@ -363,14 +370,15 @@ class Sessions:
         return opened
 
     def _remember_cache_key(self, ticket: SessionTicket, cache_key: str | None = None) -> None:
-        if self._cache_keys is None:
+        keys = self._cache_keys
+        if keys is None:
             return
-        key = ticket.key
+        key = hash(ticket.key)
+        keys.pop(key, None)  # to the end: the most recently read
         # the cache's own key string when the caller has it: one copy, not two
-        self._cache_keys[key] = cache_key if cache_key is not None else SessionCache.key_for(ticket.encode())
-        self._cache_keys.move_to_end(key)
-        while len(self._cache_keys) > self._cache_keys_limit:
-            self._cache_keys.popitem(last=False)
+        keys[key] = cache_key if cache_key is not None else SessionCache.key_for(ticket.encode())
+        while len(keys) > self._cache_keys_limit:
+            del keys[next(iter(keys))]
 
     def opened(self, ticket: SessionTicket, record: SessionRecord) -> tuple[Session, int] | None:
         """A record the store returned, decrypted; None when the cookie's secret does not open it."""
@@ -542,7 +550,7 @@ class Sessions:
         return len(keys)
 
     async def _end_by_key(self, key: str) -> None:
-        cache_key = self._cache_keys.pop(key, None) if self._cache_keys is not None else None
+        cache_key = self._cache_keys.pop(hash(key), None) if self._cache_keys is not None else None
         if cache_key is not None:
             self._cache.evict(cache_key)  # also keeps a read or refresh under way from putting it back
             self.pending.release(cache_key)  # unsaved tokens of an ended session: dropped, not written
@@ -558,7 +566,7 @@ class Sessions:
         cache_key = SessionCache.key_for(ticket.encode())
         self._cache.evict(cache_key)
         if self._cache_keys is not None:
-            self._cache_keys.pop(ticket.key, None)
+            self._cache_keys.pop(hash(ticket.key), None)
         unsaved = self.pending.release(cache_key)
         retry = self._retries.pop(cache_key, None)
         if retry is not None:

@@ -295,6 +295,7 @@ def test_sessions_share_claim_names_and_the_values_every_user_has():
     assert first.claims["iss"] is second.claims["iss"] and first.claims["aud"] is second.claims["aud"]
     assert all(a is b for a, b in zip(first.claims["groups"], second.claims["groups"]))
     assert first.claims["email"] == "alice@example.test" and second.claims["sub"] == "bob"
+    assert first.sub is first.claims["sub"]  # one string for both
     touched = dataclasses.replace(first, last_seen_at=1234)  # once a minute: header blocks stay valid
     assert touched.claims is first.claims
     ticket = SessionTicket.new()
