@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import secrets
 import sys
@@ -37,7 +38,10 @@ _LOGOUT_CONCURRENCY = 10  # store deletes at a time when a logout ends many sess
 @dataclass(slots=True)
 class Session:
     sub: str
-    claims: dict[str, Any]  # the verified ID token's claims
+    # The verified ID token's claims. Not kept when they are exactly that token's payload (the
+    # usual case): then read from the token when asked for, through a bounded memo (see
+    # ``_claims`` below the class). Issue 15: 10,000 cached sessions within 100 MiB a worker.
+    claims: dict[str, Any]
     access_token: str
     id_token: str | None  # the newest *verified* ID token: the only one injected or sent as id_token_hint
     refresh_token: str | None
@@ -54,8 +58,16 @@ class Session:
     id_token_renews: bool = True
 
     def __post_init__(self) -> None:
-        self.claims = claims = shared_claims(self.claims)
-        sub = claims.get("sub")
+        given = _CLAIMS_SLOT.__get__(self, Session)
+        payload = id_token_claims(self.id_token) if self.id_token is not None else None
+        if given is None:  # "the ID token's payload" (unseal)
+            if payload is None:
+                raise ValueError("a session without claims needs an ID token that carries them")
+        elif payload is not None and (given is payload or given == payload):
+            _CLAIMS_SLOT.__set__(self, None)  # read from the token when asked for
+        else:
+            _CLAIMS_SLOT.__set__(self, shared_claims(given))
+        sub = self.claims.get("sub")
         if sub is not self.sub and sub == self.sub:
             self.sub = sub  # one string for both
 
@@ -97,10 +109,9 @@ class Session:
     @classmethod
     def unseal(cls, box: SecretBox, ticket: SessionTicket, sealed: bytes) -> Session:
         data = json.loads(box.open(sealed, context=ticket.secret.encode(), associated_data=ticket.key.encode()))
-        if "claims" not in data:  # sealed (authenticated) by us after the token was verified
-            data["claims"] = jwt_claims(data.get("id_token") or "")
-            if data["claims"] is None:
-                raise ValueError("sealed session without claims")
+        # Without claims: sealed (authenticated) by us after the ID token was verified, whose
+        # payload they are (None: read from it; a ValueError when it carries none).
+        data.setdefault("claims", None)
         return cls(**{name: data[name] for name in _FIELDS if name in data})  # newer fields from a newer release: skipped
 
     def footprint(self) -> int:
@@ -111,7 +122,38 @@ class Session:
         for token in (self.access_token, self.id_token, self.refresh_token, self.unverified_id_token, self.sub):
             if token is not None:
                 size += sys.getsizeof(token)
-        return size + _own_size(self.claims)
+        kept = _CLAIMS_SLOT.__get__(self, Session)
+        return size + (_own_size(kept) if kept is not None else 0)
+
+
+# The slot the dataclass made for ``claims``, behind a property: None stored there means "the
+# ID token's payload", decoded on demand. The dataclass machinery (its __init__, replace,
+# asdict, __eq__) reads and writes the attribute as an ordinary field.
+_CLAIMS_SLOT = Session.__dict__["claims"]
+
+
+def _claims(session: Session) -> dict[str, Any]:
+    kept = _CLAIMS_SLOT.__get__(session, Session)
+    if kept is not None:
+        return kept  # type: ignore[no-any-return]
+    payload = id_token_claims(session.id_token) if session.id_token is not None else None
+    assert payload is not None  # __post_init__ keeps None only for a token that carries claims
+    return payload
+
+
+Session.claims = property(_claims, _CLAIMS_SLOT.__set__)  # type: ignore[assignment]
+# Decoded ID token payloads by token: the sessions in use keep theirs (and the same object,
+# which rendered header blocks are kept by); the rest decode again (about 5 µs) when they
+# come back. Twice the header-block and known-identity bounds (web/gate.py, web/signin.py).
+CLAIMS_MEMO = 2048
+
+
+@functools.lru_cache(maxsize=CLAIMS_MEMO)
+def id_token_claims(id_token: str) -> dict[str, Any] | None:
+    """The payload of an ID token this process verified or unsealed, as ``shared_claims``;
+    None when it is not a JWS with a JSON object payload."""
+    claims = jwt_claims(id_token)
+    return shared_claims(claims) if claims is not None else None
 
 
 _FIELDS = tuple(f.name for f in fields(Session))
@@ -136,6 +178,8 @@ def shared_claims(claims: dict[str, Any]) -> dict[str, Any]:
             value = [sys.intern(item) for item in value]
         shared[sys.intern(name)] = value
     return shared
+
+
 _OBJECT_OVERHEAD = 256  # the Session object, the cache entry and its OrderedDict slot
 
 

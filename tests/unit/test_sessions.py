@@ -301,3 +301,37 @@ def test_sessions_share_claim_names_and_the_values_every_user_has():
     ticket = SessionTicket.new()
     reopened = Session.unseal(BOX, ticket, first.seal(BOX, ticket))
     assert reopened.claims == first.claims and next(iter(reopened.claims)) is next(iter(first.claims))
+
+
+def test_claims_that_are_the_id_tokens_payload_are_read_from_it_not_kept_twice():
+    """Issue 15's memory budget: a session keeps its claims only when they differ from its
+    ID token's payload; otherwise they come from the token through a bounded memo, the same
+    object for every session with that token while it is in use."""
+    from dataclasses import replace
+
+    from authproxy.session.store import _CLAIMS_SLOT, id_token_claims
+
+    token, claims = big_id_token(groups=3, length=5)
+    lazy = session(id_token=token, claims=dict(claims))
+    assert _CLAIMS_SLOT.__get__(lazy, Session) is None and lazy.claims == claims
+    assert lazy.claims is id_token_claims(token) and lazy.sub is lazy.claims["sub"]
+    touched = replace(lazy, last_seen_at=1234)
+    assert _CLAIMS_SLOT.__get__(touched, Session) is None and touched.claims is lazy.claims
+    assert touched == lazy.__class__(**{**{f: getattr(lazy, f) for f in lazy.__slots__}, "last_seen_at": 1234})
+
+    ticket = SessionTicket.new()
+    reopened = Session.unseal(BOX, ticket, lazy.seal(BOX, ticket))  # sealed without claims: read from the token
+    assert _CLAIMS_SLOT.__get__(reopened, Session) is None and reopened.claims == claims
+
+    other = {**claims, "email": "a@example.test"}  # not the token's payload: kept, and sealed with it
+    kept = session(id_token=token, claims=other)
+    assert _CLAIMS_SLOT.__get__(kept, Session) == other and kept.claims == other
+    assert Session.unseal(BOX, ticket, kept.seal(BOX, ticket)).claims == other
+    assert lazy.footprint() < kept.footprint()
+    opaque = session(id_token="not-a-jwt", claims={"sub": "alice"})  # nothing to read them from: kept
+    assert opaque.claims == {"sub": "alice"}
+
+    with pytest.raises(ValueError):
+        session(id_token="not-a-jwt", claims=None)  # "read them from the token", which has none
+    garbled = session(id_token=None, claims={"sub": "alice"}).seal(BOX, ticket)
+    assert Session.unseal(BOX, ticket, garbled).claims == {"sub": "alice"}
