@@ -105,6 +105,10 @@ class TracedGate(Gate):
         super().__init__(*args, **kwargs)
         self.tracing = tracing
 
+    def known_identity(self, request: web.BaseRequest, route: Route) -> Identity | None:
+        """Never: every request's identity comes through ``identify``, in its span."""
+        return None
+
     async def identify(
         self, request: web.BaseRequest, route: Route, request_id: str, **options: Any
     ) -> tuple[Identity | None, Facts]:

@@ -218,6 +218,9 @@ async def test_an_untrusted_callers_trace_is_not_joined(setup):
         await sign_in(session, replica_a, "tracy-" + secrets.token_hex(3))
         seen = await get_echo(session, replica_a.url + "/app/two", **{
             "traceparent": traceparent(their_trace, their_span), "tracestate": "evil=1", "X-Request-Id": request_id})
+        again = "untrusted-again-" + secrets.token_hex(6)  # a session already known: still its identify span
+        await get_echo(session, replica_a.url + "/app/two", **{"X-Request-Id": again})
+    await receiver.wait_for(trace_with(again, "authproxy.identify", "GET"))
     spans = await receiver.wait_for(trace_with(request_id, "authproxy.identify", "GET"))
     server = one(spans, kind=SERVER, **{"authproxy__request_id": request_id})
     assert server.trace_id != their_trace and server.parent_span_id == ""  # a new root
