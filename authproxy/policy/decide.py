@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from authproxy.config.schema import SESSION_MODES
 from authproxy.policy.allow import Denial
 from authproxy.policy.routes import Route
+
+if TYPE_CHECKING:
+    from authproxy.session.store import Session
 
 # authproxy_auth_total's outcome label values (metrics.AUTH_*), the same words.
 PUBLIC, SESSION, BEARER = "public", "session", "bearer"
@@ -48,7 +51,7 @@ class Identity:
     groups_claim: str | None = None  # where the issuer puts groups; None: the oidc provider's groups_claim
 
 
-def session_identity(session: Any) -> Identity:
+def session_identity(session: Session) -> Identity:
     """The identity of a session (session/store.py's ``Session``)."""
     return Identity(session.sub, session.claims, session.access_token, session.id_token, SESSION)
 

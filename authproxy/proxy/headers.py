@@ -108,8 +108,9 @@ def upstream_request_headers(
 
     ``upstream_host`` is the Host to send (None keeps the client's, for preserve_host).
     ``strip`` decides by name for headers only the proxy may set (identity headers).
-    ``cookies`` gives what of a Cookie header the upstream may see (None: nothing); several
-    Cookie headers are sent on as one, joined with "; " (RFC 6265 5.4 allows only one).
+    ``cookies``, when given, returns what of a Cookie header the upstream may see (None: not
+    the header at all); what is left of several Cookie headers is sent on as one, joined with
+    "; " (RFC 6265 5.4 allows only one). Without ``cookies``, Cookie headers pass as they are.
     """
     remove = _REQUEST_DROP | connection_tokens(headers) if "Connection" in headers else _REQUEST_DROP
     out: CIMultiDict[str] = CIMultiDict()

@@ -61,8 +61,12 @@ class SessionCache(Generic[Value]):
         return self._entries.get(key)
 
     def stale_at(self, entry: tuple[float, Value, int]) -> float:
-        """When ``entry`` stops being fresh, on the cache's clock."""
+        """When ``entry`` stops being fresh, on the cache's clock (``clock``)."""
         return entry[0] + self._ttl
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
 
     def hit(self, key: str) -> None:
         """A lookup ``peek`` answered."""

@@ -38,9 +38,11 @@ _LOGOUT_CONCURRENCY = 10  # store deletes at a time when a logout ends many sess
 @dataclass(slots=True)
 class Session:
     sub: str
-    # The verified ID token's claims. Not kept when they are exactly that token's payload (the
-    # usual case): then read from the token when asked for, through a bounded memo (see
-    # ``_claims`` below the class). Issue 15: 10,000 cached sessions within 100 MiB a worker.
+    # The verified ID token's claims. Not kept when they are exactly the payload of an ID token
+    # of at most LAZY_CLAIMS_MAX characters (the usual case): then read from the token when
+    # asked for, through a bounded memo (``_claims`` below the class), so id_token must never
+    # be changed in place. The constructor takes None for "that token's payload" (unseal).
+    # Issue 15: 10,000 cached sessions within 100 MiB a worker.
     claims: dict[str, Any]
     access_token: str
     id_token: str | None  # the newest *verified* ID token: the only one injected or sent as id_token_hint
@@ -59,10 +61,14 @@ class Session:
 
     def __post_init__(self) -> None:
         given = _CLAIMS_SLOT.__get__(self, Session)
-        payload = id_token_claims(self.id_token) if self.id_token is not None else None
+        token = self.id_token
+        payload = id_token_claims(token) if token is not None and len(token) <= LAZY_CLAIMS_MAX else None
         if given is None:  # "the ID token's payload" (unseal)
-            if payload is None:
-                raise ValueError("a session without claims needs an ID token that carries them")
+            if payload is None:  # a large token's payload is kept, and counted by footprint()
+                given = jwt_claims(token) if token is not None else None
+                if given is None:
+                    raise ValueError("a session without claims needs an ID token that carries them")
+                _CLAIMS_SLOT.__set__(self, shared_claims(given))
         elif payload is not None and (given is payload or given == payload):
             _CLAIMS_SLOT.__set__(self, None)  # read from the token when asked for
         else:
@@ -101,7 +107,8 @@ class Session:
         claims are its payload, read back from it on ``unseal`` (storing both doubled the
         item; a large ID token then went over DynamoDB's item limit)."""
         data = asdict(self)
-        if self.id_token is not None and jwt_claims(self.id_token) == self.claims:
+        if _CLAIMS_SLOT.__get__(self, Session) is None or (
+                self.id_token is not None and jwt_claims(self.id_token) == self.claims):
             del data["claims"]
         return box.seal(json.dumps(data, separators=(",", ":")).encode(), context=ticket.secret.encode(),
                         associated_data=ticket.key.encode())
@@ -144,8 +151,13 @@ def _claims(session: Session) -> dict[str, Any]:
 Session.claims = property(_claims, _CLAIMS_SLOT.__set__)  # type: ignore[assignment]
 # Decoded ID token payloads by token: the sessions in use keep theirs (and the same object,
 # which rendered header blocks are kept by); the rest decode again (about 5 µs) when they
-# come back. Twice the header-block and known-identity bounds (web/gate.py, web/signin.py).
-CLAIMS_MEMO = 2048
+# come back. As many as the header-block and known-identity bounds (web/gate.py,
+# web/signin.py). Only tokens of at most LAZY_CLAIMS_MAX characters are read this way, so
+# the memo holds at most ~1,024 x 2 KiB of tokens and their claims (a few MiB) beyond what
+# the session cache's byte bound counts; larger tokens (hundreds of groups) keep their
+# claims in the session, counted by footprint().
+CLAIMS_MEMO = 1024
+LAZY_CLAIMS_MAX = 2048
 
 
 @functools.lru_cache(maxsize=CLAIMS_MEMO)
@@ -159,23 +171,47 @@ def id_token_claims(id_token: str) -> dict[str, Any] | None:
 _FIELDS = tuple(f.name for f in fields(Session))
 # Claims whose values repeat from one user to the next (the provider, the client, the scope)
 _SHARED_VALUES = frozenset({"iss", "aud", "azp", "client_id", "token_use", "scope", "acr", "amr"})
+# One copy of each shared value (and group or role name): a bounded table of our own, not
+# sys.intern, so values seen once do not stay for the life of the process (interned strings
+# were immortal on Python 3.12.0-3.12.5). When full it starts over.
+_CANONICAL: dict[str, str] = {}
+_CANONICAL_LIMIT = 4096
+
+
+def _canonical(value: str) -> str:
+    kept = _CANONICAL.get(value)
+    if kept is not None:
+        return kept
+    if len(_CANONICAL) >= _CANONICAL_LIMIT:
+        _CANONICAL.clear()
+    _CANONICAL[value] = value
+    return value
+
+
+def _is_shared(name: str, value: Any) -> bool:
+    """Whether ``value`` (of claim ``name``) is already the one copy ``shared_claims`` would give."""
+    if isinstance(value, str):
+        return name not in _SHARED_VALUES or _CANONICAL.get(value) is value
+    if isinstance(value, list):
+        return not all(isinstance(item, str) for item in value) or all(_CANONICAL.get(item) is item for item in value)
+    return True
 
 
 def shared_claims(claims: dict[str, Any]) -> dict[str, Any]:
-    """``claims`` with its names, the values of ``_SHARED_VALUES`` and the strings in its
-    lists (groups, roles) interned: one copy per process instead of one per session. A
-    cached session then holds only what is its own (issue 15: a worker with 10,000 cached
-    sessions within 100 MiB; the names alone were about 550 bytes a session). Returns
-    ``claims`` itself when it is already shared, so a session copied with ``replace``
+    """``claims`` with its names interned and the values of ``_SHARED_VALUES`` and the
+    strings in its lists (groups, roles) made one copy per process instead of one per
+    session. A cached session then holds only what is its own (issue 15: a worker with
+    10,000 cached sessions within 100 MiB; the names alone were about 550 bytes a session).
+    Returns ``claims`` itself when it is already shared, so a session copied with ``replace``
     keeps the claims object that rendered header blocks are kept by (web/gate.py)."""
-    if all(sys.intern(name) is name for name in claims):
+    if all(sys.intern(name) is name and _is_shared(name, value) for name, value in claims.items()):
         return claims
     shared: dict[str, Any] = {}
     for name, value in claims.items():
         if isinstance(value, str) and name in _SHARED_VALUES:
-            value = sys.intern(value)
+            value = _canonical(value)
         elif isinstance(value, list) and all(isinstance(item, str) for item in value):
-            value = [sys.intern(item) for item in value]
+            value = [_canonical(item) for item in value]
         shared[sys.intern(name)] = value
     return shared
 
@@ -273,9 +309,11 @@ class Sessions:
         # ``find_by_store_key`` is called (the back-channel logout endpoint, when it is on).
         # Keyed by the store key's hash(): a 64-bit int, not a 64-character string, in a
         # plain dict (insertion order; re-inserted when read again). Two store keys with one
-        # hash (odds about 2**-64 per pair) cost only this: a logout of one empties this
-        # cache of the other, which is read again from the store, and the ended one leaves
-        # this cache within its TTL, as on every other replica.
+        # hash (odds about 2**-64 per pair, with at most max_entries keys) would make a
+        # logout of one act on the other's copy here: its cached copy dropped (read again
+        # from the store), and its unsaved refreshed tokens, if it had any at that moment,
+        # dropped too; the ended session would leave this cache within its TTL, as on every
+        # other replica.
         self._cache_keys: dict[int, str] | None = None
         self._cache_keys_limit = max(1, cache.max_entries)
         # The provider's configured issuer (oidc.issuer): the namespace of the sid/sub hashes a
@@ -369,13 +407,14 @@ class Sessions:
 
     def still_cached(self, cache_key: str, entry: object, stale_at: float) -> bool:
         """Whether the cache entry ``cached_until`` gave is still the one held for
-        ``cache_key``, fresh, with no newer unsaved tokens or unsaved activity; counted as a
-        cache hit when it is. Every change to a cached session (a refresh, a touch, a
-        sign-out, an eviction) replaces or drops its entry."""
-        if (self._cache.entry(cache_key) is not entry or self._clock() >= stale_at
+        ``cache_key``, fresh (``stale_at`` on the cache's clock), with no newer unsaved tokens
+        or unsaved activity; counted as a cache hit when it is. Every change to a cached
+        session (a refresh, a touch, a sign-out, an eviction) replaces or drops its entry."""
+        cache = self._cache
+        if (cache.entry(cache_key) is not entry or cache.clock() >= stale_at
                 or self.pending.get(cache_key) is not None or cache_key in self._unsaved_activity):
             return False
-        self._cache.hit(cache_key)
+        cache.hit(cache_key)
         return True
 
     def _overlay(self, cache_key: str, session: Session, version: int) -> tuple[Session, int]:

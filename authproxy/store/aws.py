@@ -6,7 +6,9 @@ describes every AWS service in every partition. Parsed (into OrderedDicts), it h
 100 MiB per worker with 10,000 cached sessions. The same file with each partition's
 ``services`` cut down to the ones this process calls resolves those exactly as before:
 DynamoDB, and STS and IAM Identity Center for the credentials chain (web identity, assumed
-roles, SSO profiles). It is botocore's own file, read once here, trimmed, and dropped.
+roles, SSO profiles). It is the file botocore itself would read (its data path, so a
+customer ``endpoints.json`` under AWS_DATA_PATH or ~/.aws/models still wins), read once
+here by a loader of its own, trimmed, and dropped.
 
 The resolver is registered the way botocore's Session registers its own, through
 ``_internal_components``: botocore has no public hook for it. Without that attribute (a
@@ -20,7 +22,7 @@ from typing import Any
 
 import aioboto3
 from aiobotocore.session import AioSession
-from botocore.loaders import Loader
+from botocore.loaders import create_loader
 from botocore.regions import EndpointResolver
 
 # endpoints.json service keys (their endpoint prefixes)
@@ -40,8 +42,11 @@ def session() -> aioboto3.Session:
     botocore_session = AioSession()
     components = getattr(botocore_session, "_internal_components", None)
     if components is not None:
-        # A Loader of its own: the session's loader would keep the whole file in its cache.
-        endpoints = trimmed_endpoints(Loader().load_data("endpoints"))
-        # uses_builtin_data: botocore's own data, so the endpoint rulesets keep deciding (botocore/args.py)
-        components.register_component("endpoint_resolver", EndpointResolver(endpoints, uses_builtin_data=True))
+        # What botocore's Session does (session.py, create_default_resolver), with a loader of
+        # its own: the session's loader would keep the whole file in its cache.
+        loader = create_loader(botocore_session.get_config_variable("data_path"))
+        endpoints, path = loader.load_data_with_path("endpoints")
+        # uses_builtin_data: with botocore's own data the endpoint rulesets decide (botocore/args.py)
+        components.register_component("endpoint_resolver", EndpointResolver(
+            trimmed_endpoints(endpoints), uses_builtin_data=loader.is_builtin_path(path)))
     return aioboto3.Session(botocore_session=botocore_session)

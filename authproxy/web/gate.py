@@ -253,9 +253,9 @@ class Gate:
     ) -> Sequence[tuple[str, str]] | None:
         """``identity_headers`` without an await when no service token is needed (None: await
         ``identity_headers``). A session's rendered templates are kept and given again while
-        its access token, ID token, claims (the same object: a new ID token or a store read
-        brings a new one) and sub are those they were rendered from, so a refresh renders
-        anew and two sessions never share a block. The assertion is signed every time."""
+        its access token, ID token, claims (the same object: a new ID token brings a new one,
+        and so may a store read) and sub are those they were rendered from, so a refresh
+        renders anew and two sessions never share a block. The assertion is signed every time."""
         if route.uses_service_token:
             return None  # the service token lives by its own expiry: rendered each time
         block: Sequence[tuple[str, str]] = ()

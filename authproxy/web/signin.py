@@ -62,7 +62,9 @@ _TRANSACTION_SALT = 16  # bytes of random salt per sign-in transaction (HKDF sal
 
 
 # Sessions ``known_identity`` answers for: the ones in use now. Each holds its Cookie header
-# and an Identity (a few hundred bytes); the session cache bounds the rest.
+# (at most CookieMemo.MAX_HEADER characters), an Identity and the cache entry it came from
+# (the Session with its tokens). One whose cache entry is gone or replaced is dropped when
+# its Cookie header comes again; one that never comes again leaves as 1,024 newer ones come.
 KNOWN_LIMIT = 1024
 
 
@@ -186,9 +188,12 @@ class SignIn:
         no ID token verified. None: ask ``session_for_route``. Counted as a cache hit. The
         signed-in request's common case: a dict lookup and a few comparisons (issue 15)."""
         known = self._known.get(cookie) if cookie is not None else None
-        if known is None or int(self.clock()) >= (known.id_token_until if id_token else known.until):
+        if known is None:
             return None
+        if int(self.clock()) >= (known.id_token_until if id_token else known.until):
+            return None  # a touch or a refresh is due: the usual way does it, and its new entry replaces this one
         if not self.sessions.still_cached(known.cache_key, known.entry, known.stale_at):
+            del self._known[cookie]  # type: ignore[arg-type]  # its entry is gone or replaced: hold no dead session
             return None
         return known.identity
 

@@ -148,6 +148,7 @@ async def test_without_the_endpoint_no_store_key_map_is_kept_and_a_logout_still_
     assert service._cache_keys is None
     assert await service.end_for_logout(Logout(ISSUER, "alice", "s-1", "j", NOW + 180)) == 1
     assert await store.get(ticket.key, NOW) is None
+    assert await service.load(ticket, NOW) is not None  # this cache's copy, until its TTL (the trade-off)
 
 
 def test_the_back_channel_logout_endpoint_has_cached_sessions_found_by_store_key():
