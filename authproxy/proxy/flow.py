@@ -1,7 +1,7 @@
-"""asyncio's write flow control for a Protocol that writes: the transport says when its
-buffer is full (``pause_writing``) and when it drained (``resume_writing``), and a writer
-waits in between (``writable``). Shared by the upstream connections and the express lane's
-client connections."""
+"""asyncio's flow control for a Protocol. Writing: the transport says when its buffer is
+full (``pause_writing``) and when it drained (``resume_writing``), and a writer waits in
+between (``writable``). Reading: the protocol pauses its transport while what it read waits
+for a consumer. Shared by the upstream connections and the express lane's client connections."""
 
 from __future__ import annotations
 
@@ -40,3 +40,20 @@ class WriteFlow:
                     await drain
             finally:
                 self._drain = None
+
+
+class ReadFlow:
+    """Mixed into an ``asyncio.Protocol`` with a ``transport`` attribute."""
+
+    transport: asyncio.Transport | None
+    _paused_reading = False
+
+    def pause_reading(self) -> None:
+        if not self._paused_reading and self.transport is not None:
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._paused_reading and self.transport is not None:
+            self._paused_reading = False
+            self.transport.resume_reading()

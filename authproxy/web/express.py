@@ -36,7 +36,7 @@ from authproxy.errors import AuthproxyError, ClientGone, UpstreamError
 from authproxy.metrics import EXPRESS
 from authproxy.logs import log
 from authproxy.proxy.deadline import Deadline
-from authproxy.proxy.flow import WriteFlow
+from authproxy.proxy.flow import ReadFlow, WriteFlow
 from authproxy.proxy.forward import UpstreamFailedEarly
 from authproxy.proxy.headers import request_id_from, response_headers
 from authproxy.proxy.pages import error_response
@@ -117,7 +117,7 @@ class _NotExpress(Exception):
         self.reason = reason
 
 
-class ExpressConnection(WriteFlow, asyncio.Protocol):
+class ExpressConnection(ReadFlow, WriteFlow, asyncio.Protocol):
     """One client connection, served here until a request needs aiohttp's lane."""
 
     def __init__(self, server: SafeServer, *, max_line_size: int, max_field_size: int, max_headers: int,
@@ -165,7 +165,7 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         if self._busy:  # a next request while one is served: it waits its turn
             self._pending += data
             if len(self._pending) > PENDING_LIMIT:
-                self._pause_reading()
+                self.pause_reading()
             return
         self._buffer += data
         try:
@@ -355,7 +355,7 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         pending = self._pending
         if pending:
             self._pending = bytearray()
-            self._resume_reading()
+            self.resume_reading()
             self._between = True
             try:
                 self.data_received(bytes(pending))
@@ -363,7 +363,7 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
                 self._between = False
             if self._busy or self.transport is None or self.transport.get_protocol() is not self:
                 return
-        self._resume_reading()
+        self.resume_reading()
         self._wait_idle()
 
     @property
@@ -491,16 +491,6 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _pause_reading(self) -> None:
-        if not self._paused_reading and self.transport is not None:
-            self._paused_reading = True
-            self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        if self._paused_reading and self.transport is not None:
-            self._paused_reading = False
-            self.transport.resume_reading()
-
     def _hand_off(self, data: bytes, reason: str) -> None:
         """From this request on, aiohttp's server serves the connection."""
         EXPRESS.handed_off(reason)
@@ -511,7 +501,7 @@ class ExpressConnection(WriteFlow, asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closed:
             return
-        self._resume_reading()
+        self.resume_reading()
         self.server.express_closed(self)
         protocol = self.server.aiohttp_protocol()
         transport.set_protocol(protocol)

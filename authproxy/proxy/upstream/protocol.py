@@ -18,7 +18,7 @@ from multidict import CIMultiDict
 
 from authproxy.errors import UpstreamUnavailable
 from authproxy.proxy.deadline import Deadline
-from authproxy.proxy.flow import WriteFlow
+from authproxy.proxy.flow import ReadFlow, WriteFlow
 from authproxy.proxy.upstream.buffer import BodyBuffer
 from authproxy.proxy.upstream.framing import INTERIM, UNTIL_CLOSE, Invalid, response_framing
 from authproxy.proxy.upstream.origin import Origin
@@ -50,7 +50,7 @@ class _Surplus(Exception):
     """Raised from a parser callback: bytes after a complete response (never ours to read)."""
 
 
-class _Connection(WriteFlow, asyncio.Protocol):
+class _Connection(ReadFlow, WriteFlow, asyncio.Protocol):
     """One keep-alive connection to an origin; its parser lives as long as it does."""
 
     def __init__(self, pool: UpstreamPool, origin: Origin):
@@ -219,16 +219,6 @@ class _Connection(WriteFlow, asyncio.Protocol):
         self.response = None
         self._body = None
         self._pool.idle(self)
-
-    def pause_reading(self) -> None:
-        if not self._paused_reading and self.transport is not None:
-            self._paused_reading = True
-            self.transport.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._paused_reading and self.transport is not None:
-            self._paused_reading = False
-            self.transport.resume_reading()
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
