@@ -71,7 +71,7 @@ async def test_nginx_proxies_to_an_upstream(app, http):
             seen = await response.json()
         assert seen["path_qs"] == "/hello?x=1"
         assert seen["headers"]["x-via"] == "nginx-test" and seen["headers"]["x-client"] == "yes"
-        assert '"GET /hello?x=1 HTTP/1.1" 200' in nginx.access_log()
+        assert '"GET /hello?x=1 HTTP/1.1" 200' in await nginx.logged('"GET /hello?x=1 HTTP/1.1" 200')
         port, prefix = nginx.port, nginx.prefix
         assert (prefix / "nginx.pid").exists() and (prefix / "nginx.conf").read_text().startswith("daemon off;")
     assert refused(port) and not prefix.exists()

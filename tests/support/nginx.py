@@ -13,6 +13,7 @@ every temp path live in the prefix, which is removed on ``stop()`` (logs stay re
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -140,6 +141,14 @@ class Nginx:
 
     def access_log(self) -> str:
         return self._read(self._access_log_path)
+
+    async def logged(self, text: str, timeout: float = 10.0) -> str:
+        """The access log once it holds ``text``: nginx writes a request's line in its log phase,
+        after the response has gone out, so a client that has read the response can be first."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.access_log()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return log
 
     def stop(self) -> None:
         if self.process is not None:
