@@ -114,7 +114,7 @@ async def test_secrets_from_files_a_private_ca_and_https_proxy_for_the_provider(
                 assert response.status == 200
                 headers = {name.lower(): value for name, value in (await response.json())["headers"]}
         assert headers["authorization"].startswith("Bearer ")
-        assert provider.grants("authorization_code") == 1
+        assert await provider.settled_grants("authorization_code", 1) == 1
         secrets_seen = proxy.logs()
         assert CLIENT_SECRET not in secrets_seen and SESSION_SECRET not in secrets_seen
     finally:

@@ -365,7 +365,7 @@ async def test_answers_the_client_does_not_read_do_not_pile_up(proxy):
         for n in range(400):  # 60 KB answers, each written in one go, until the socket's buffers are full
             sock.sendall(get("/download/60000", f"X-Request-Id: unread-{n}\r\n"))
             try:
-                await proxy.access_record(f"unread-{n}", timeout=2)
+                await proxy.access_record(f"unread-{n}", timeout=4)
             except AssertionError:
                 break  # held: the answer before it has not left the proxy's buffer
             served += 1

@@ -59,7 +59,8 @@ async def test_sigterm_lets_in_flight_requests_finish(upstream, tmp_path):
     async with aiohttp.ClientSession() as session:
 
         async def slow_call():
-            async with session.get(proxy.url + "/slow/1200") as response:
+            # 3 s: time for a loaded machine to see all 20 in flight and send the signal
+            async with session.get(proxy.url + "/slow/3000") as response:
                 return response.status, await response.text()
 
         calls = [asyncio.create_task(slow_call()) for _ in range(20)]

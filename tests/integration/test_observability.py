@@ -18,16 +18,16 @@ from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 from tests.support.processes import ProxyProcess, free_port
 
 SESSION_SECRET = "observability-session-secret-0123456789"
-ACCESS_TOKEN_TTL = 3
+ACCESS_TOKEN_TTL = 5  # refresh due 4 s after sign-in: room for the sign-in and 4 requests on a loaded machine
 
 
-async def eventually(predicate, timeout=5.0):
-    """Worker snapshots reach the supervisor within a second."""
+async def settled(read, expected, timeout=10.0):
+    """What ``read()`` gives once it equals ``expected``, or at the timeout: each worker sends its
+    snapshot to the supervisor once a second."""
     deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("metrics did not arrive")
+    while (value := read()) != expected and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
+    return value
 
 
 @pytest.mark.timeout(120)
@@ -81,24 +81,32 @@ async def test_metrics_and_logs_after_real_traffic(upstream, tmp_path):
                                    allow_redirects=False) as response:
                 assert response.status == 302
 
-        metric = proxy.metric
-        await eventually(lambda: metric("authproxy_logouts_total") == 1)
-        assert metric("authproxy_logins_total", result="success") == 1
-        assert metric("authproxy_token_refresh_total", result="success") == 1
-        assert metric("authproxy_token_refresh_duration_seconds_count") == 1
-        assert metric("authproxy_auth_total", route="app", outcome="redirected") == 1
-        assert metric("authproxy_auth_total", route="app", outcome="session") == 5
-        assert metric("authproxy_auth_total", route="broken", outcome="public") == 1
-        assert metric("authproxy_auth_total", route="billing", outcome="forbidden") == 1
-        assert metric("authproxy_auth_total", route="api", outcome="unauthorized") == 1
-        assert metric("authproxy_requests_total", route="billing", code="403") == 1
-        await eventually(lambda: metric("authproxy_config_reloads_total", result="success") == 2)
-        assert metric("authproxy_upstream_errors_total", route="broken", kind="refused") == 1
-        assert metric("authproxy_requests_total", route="broken", code="502") == 1
-        assert metric("authproxy_requests_total", route="app", code="200") == 5
-        assert metric("authproxy_idp_request_duration_seconds_count", endpoint="token") == 2  # code + refresh
-        assert metric("authproxy_store_operation_duration_seconds_count", backend="dynamodb", operation="create") == 1
-        assert metric("authproxy_ready") == 1 and metric("authproxy_build_info") == 1
+        # Each worker sends its snapshot once a second, so every count is awaited, not only the last one.
+        expected = {
+            ("authproxy_logouts_total", ()): 1,
+            ("authproxy_logins_total", (("result", "success"),)): 1,
+            ("authproxy_token_refresh_total", (("result", "success"),)): 1,
+            ("authproxy_token_refresh_duration_seconds_count", ()): 1,
+            ("authproxy_auth_total", (("route", "app"), ("outcome", "redirected"))): 1,
+            ("authproxy_auth_total", (("route", "app"), ("outcome", "session"))): 5,
+            ("authproxy_auth_total", (("route", "broken"), ("outcome", "public"))): 1,
+            ("authproxy_auth_total", (("route", "billing"), ("outcome", "forbidden"))): 1,
+            ("authproxy_auth_total", (("route", "api"), ("outcome", "unauthorized"))): 1,
+            ("authproxy_requests_total", (("route", "billing"), ("code", "403"))): 1,
+            ("authproxy_config_reloads_total", (("result", "success"),)): 2,
+            ("authproxy_upstream_errors_total", (("route", "broken"), ("kind", "refused"))): 1,
+            ("authproxy_requests_total", (("route", "broken"), ("code", "502"))): 1,
+            ("authproxy_requests_total", (("route", "app"), ("code", "200"))): 5,
+            ("authproxy_idp_request_duration_seconds_count", (("endpoint", "token"),)): 2,  # code + refresh
+            ("authproxy_store_operation_duration_seconds_count", (("backend", "dynamodb"), ("operation", "create"))): 1,
+            ("authproxy_ready", ()): 1,
+            ("authproxy_build_info", ()): 1,
+        }
+
+        def seen():
+            return {key: proxy.metric(key[0], **dict(key[1])) for key in expected}
+
+        assert await settled(seen, expected) == expected
     finally:
         proxy.stop()
         provider.stop()

