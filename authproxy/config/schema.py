@@ -185,6 +185,17 @@ def readable_file(value: object, info: ValidationInfo) -> object:
 ListenAddr = Annotated[ListenAddress, BeforeValidator(parse_listen)]
 Secret = Annotated[SecretStr, BeforeValidator(read_secret)]  # a string or {file: PATH}
 FilePath = Annotated[str, BeforeValidator(readable_file)]  # relative to the config file's directory
+
+
+def pem_ca_bundle(value: str) -> str:
+    try:
+        ssl.create_default_context(cafile=value)
+    except (ssl.SSLError, ValueError):
+        raise ValueError(f"{value!r} holds no PEM CA certificate") from None
+    return value
+
+
+CaBundle = Annotated[FilePath, AfterValidator(pem_ca_bundle)]  # a readable PEM file of CA certificates
 ExactUrl = Annotated[str, BeforeValidator(parse_exact_url)]
 Network = Annotated[IPNetwork, BeforeValidator(parse_network)]
 HttpUrl = Annotated[URL, BeforeValidator(parse_http_url)]
@@ -484,18 +495,9 @@ class OidcConfig(_TokenSource, _Strict):
     allowed_client_ids: list[str] = []  # cognito: the token's client_id must be one of these (default: [client_id])
     audiences: list[str] = []  # generic: "aud" must hold one of these; required for bearer routes
     require_at_jwt: bool = True  # generic: JOSE typ must be at+jwt (RFC 9068 2.1), so no ID token passes
-    # PEM CA bundle that replaces the system's for calls to the provider (a private Keycloak, say)
-    ca_file: FilePath | None = None
-
-    @field_validator("ca_file")
-    @classmethod
-    def _ca_bundle(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                ssl.create_default_context(cafile=value)
-            except (ssl.SSLError, ValueError):
-                raise ValueError(f"{value!r} holds no PEM CA certificate") from None
-        return value
+    # PEM CA bundle that replaces the system's for calls to the provider (a private Keycloak, say);
+    # bearer issuers have their own
+    ca_file: CaBundle | None = None
 
 
 
@@ -519,6 +521,9 @@ class BearerIssuer(_TokenSource, _Strict):
     allowed_client_ids: list[str] = []
     require_at_jwt: bool = True  # generic: JOSE typ must be at+jwt (RFC 9068 2.1), so no ID token passes
     groups_claim: str | None = None  # default: "cognito:groups" (cognito), "groups" (generic)
+    # PEM CA bundle that alone is trusted for this issuer's discovery and keys (default: the provider's
+    # trust, oidc.ca_file or else the system's; /etc/ssl/certs/ca-certificates.crt is the system's on Debian)
+    ca_file: CaBundle | None = None
 
     @field_validator("name")
     @classmethod

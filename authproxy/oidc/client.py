@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -234,19 +235,26 @@ def basic_credentials(client_id: str, client_secret: str, *, url_encode: bool = 
     return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
-async def discover(session: aiohttp.ClientSession, issuer: str, timeout: float = 10.0) -> Mapping[str, Any]:
+async def discover(
+    session: aiohttp.ClientSession, issuer: str, timeout: float = 10.0, tls: ssl.SSLContext | bool = True
+) -> Mapping[str, Any]:
     """Fetch ``{issuer}/.well-known/openid-configuration``."""
     url = issuer.rstrip("/") + "/.well-known/openid-configuration"
-    return await fetch_json(session, "discovery", url, aiohttp.ClientTimeout(total=timeout))
+    return await fetch_json(session, "discovery", url, aiohttp.ClientTimeout(total=timeout), tls)
 
 
 async def fetch_json(
-    session: aiohttp.ClientSession, endpoint: str, url: str, timeout: aiohttp.ClientTimeout
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    url: str,
+    timeout: aiohttp.ClientTimeout,
+    tls: ssl.SSLContext | bool = True,
 ) -> Mapping[str, Any]:
-    """GET a JSON object from the provider, timed and counted under ``endpoint``."""
+    """GET a JSON object from the provider, timed and counted under ``endpoint``. ``tls``: the
+    certificate checks of this call (True: the session's own)."""
     started = time.perf_counter()
     try:
-        async with session.get(url, timeout=timeout, headers={"Accept": "application/json"}) as response:
+        async with session.get(url, timeout=timeout, headers={"Accept": "application/json"}, ssl=tls) as response:
             if response.status != 200:
                 raise IdpUnavailable(endpoint, f"{endpoint}: HTTP {response.status}")
             document = await response.json(content_type=None)

@@ -23,6 +23,7 @@ every 10 s as the oidc provider's are. A key of a type or curve we cannot use is
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -187,6 +188,8 @@ class RemoteKeys:
     ):
         self._http = http
         self.issuer = config.issuer
+        self._ca_file = config.ca_file
+        self._tls: ssl.SSLContext | None = None  # made on first use
         self._cognito = config.provider == "cognito"
         self._jwks_uri = config.jwks_uri
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -231,7 +234,7 @@ class RemoteKeys:
         return await self._discovering.run(None, self._discover_once)
 
     async def _discover_once(self) -> str:
-        document = await discover(self._http, self.issuer, self._timeout.total or 10.0)
+        document = await discover(self._http, self.issuer, self._timeout.total or 10.0, self._trust())
         if document.get("issuer") != self.issuer:
             raise IdpUnavailable("discovery", "discovery names another issuer than the configured one")
         jwks_uri = document.get("jwks_uri")
@@ -239,6 +242,15 @@ class RemoteKeys:
             raise IdpUnavailable("discovery", "discovery lacks jwks_uri and none is configured")
         return jwks_uri
 
+    def _trust(self) -> ssl.SSLContext | bool:
+        """This issuer's certificate checks: only its ca_file's CAs when it has one, else the
+        shared client's (oidc.ca_file's, or the system's), as before ca_file existed here."""
+        if self._ca_file is None:
+            return True
+        if self._tls is None:
+            self._tls = ssl.create_default_context(cafile=self._ca_file)
+        return self._tls
+
     async def _fetch(self, url: str) -> KeySet:
-        document = await fetch_json(self._http, "jwks", url, self._timeout)
+        document = await fetch_json(self._http, "jwks", url, self._timeout, self._trust())
         return read_key_set(document, url, self._reported)  # IdpUnavailable when no key is usable

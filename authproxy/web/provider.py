@@ -34,13 +34,13 @@ class ProviderLink:
         self._readiness = readiness
         self.client: IdentityProviderClient | None = None
         self.provider_keys = ProviderKeys(lambda: self.client)
-        self._remote: dict[tuple[str, str, str | None], RemoteKeys] = {}
+        self._remote: dict[tuple[str, str, str | None, str | None], RemoteKeys] = {}
         readiness.pending("identity_provider", "loading provider discovery and keys")
 
     def remote_keys(self, config: BearerIssuer) -> RemoteKeys:
         """The key source of a further bearer issuer; the same object for the same issuer,
-        provider and jwks_uri, whichever configuration asks."""
-        key = (config.provider, config.issuer, config.jwks_uri)
+        provider, jwks_uri and ca_file, whichever configuration asks."""
+        key = (config.provider, config.issuer, config.jwks_uri, config.ca_file)
         keys = self._remote.get(key)
         if keys is None:
             keys = self._remote[key] = RemoteKeys(self._http, config)

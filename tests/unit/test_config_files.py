@@ -116,6 +116,18 @@ def test_ca_file_must_hold_a_pem_certificate(tmp_path, secrets_dir):
     assert any("oidc.ca_file" in problem and "cannot read file" in problem for problem in found), found
 
 
+def test_a_bearer_issuer_has_a_ca_file_of_its_own(tmp_path, secrets_dir):
+    ca = TestCA(tmp_path / "pki")
+    issuer = '{name: machines, issuer: "https://machines.example.com", audiences: [api]%s}'
+    config = load_config(write(tmp_path, signin(extra=f"bearer_issuers: [{issuer % ''}]")), {})
+    assert config.bearer_issuers[0].ca_file is None  # the provider's trust
+    config = load_config(write(tmp_path, signin(extra=f"bearer_issuers: [{issuer % ', ca_file: pki/ca.pem'}]")), {})
+    assert config.bearer_issuers[0].ca_file == str(ca.ca_path) and config.oidc.ca_file is None
+    (tmp_path / "pki" / "junk.pem").write_text("not a certificate\n")
+    found = problems(write(tmp_path, signin(extra=f"bearer_issuers: [{issuer % ', ca_file: pki/junk.pem'}]")))
+    assert any("bearer_issuers[0].ca_file" in problem and "no PEM CA certificate" in problem for problem in found), found
+
+
 def test_tls_needs_a_matching_certificate_and_key(tmp_path):
     ca = TestCA(tmp_path / "pki")
     ca.issue("one")
