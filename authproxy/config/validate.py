@@ -97,8 +97,10 @@ def _route(config: Config, route: Route, where: str) -> list[ConfigIssue]:
             issues.append(ConfigIssue(f"{where}.auth", f"auth {route.auth} needs {', '.join(missing)}"))
     if route.auth in BEARER_MODES:
         if oidc is None:
-            if route.auth not in SESSION_MODES:  # login_or_bearer: already said above
-                issues.append(ConfigIssue(f"{where}.auth", f"auth {route.auth} needs oidc (the provider whose tokens to accept)"))
+            # login_or_bearer: already said above; bearer issuers alone need no provider
+            if route.auth not in SESSION_MODES and OIDC_ISSUER in route_issuers(route):
+                issues.append(ConfigIssue(f"{where}.auth", f"auth {route.auth} needs oidc (the provider whose tokens to "
+                                          "accept), or bearer_issuers naming issuers of the bearer_issuers section"))
         elif oidc.provider == "generic" and not oidc.audiences and OIDC_ISSUER in route_issuers(route):
             issues.append(ConfigIssue(f"{where}.auth", f"auth {route.auth} needs oidc.audiences (the API's audience; it "
                                       "never defaults to client_id, so an ID token cannot pass as an access token)"))

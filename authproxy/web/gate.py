@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # joserfc and cryptography load only when a provider is confi
     from authproxy.oidc.token_cache import VerifiedTokenCache
     from authproxy.oidc.verify import TokenRules
     from authproxy.policy.assertion import AssertionSigner
-    from authproxy.web.provider import ProviderLink
+    from authproxy.web.provider import IssuerKeys
     from authproxy.web.signin import SignIn
 
 Clock = Callable[[], float]  # seconds since the epoch; time.time in production, movable in tests
@@ -87,7 +87,7 @@ class Gate:
     def __init__(
         self,
         config: Config,
-        provider: ProviderLink | None,
+        provider: IssuerKeys | None,  # a ProviderLink with an oidc section
         sign_in: SignIn | None,
         service_tokens: ServiceTokens | None,
         signer: AssertionSigner | None,

@@ -4,11 +4,13 @@ discovery (or Cognito's derived endpoints) and the JWKS, loaded with retry and b
 The process is ready only once both are loaded: a bearer route cannot check a token,
 nor a login route finish a sign-in, without them.
 
-The link also keeps the further bearer issuers' keys (``bearer_issuers``): one
-``RemoteKeys`` per issuer, kept across configuration reloads (a reload that keeps an
-issuer keeps its keys), loaded on first use and warmed once the provider is loaded. They
-do not hold readiness back: one issuer down must not take the proxy out of service for
-every other route and issuer; its tokens get 503 until its keys load.
+The further bearer issuers' keys (``bearer_issuers``) are kept by ``IssuerKeys``, which the
+link extends: one ``RemoteKeys`` per issuer, kept across configuration reloads (a reload
+that keeps an issuer keeps its keys), loaded on first use and warmed once the provider is
+loaded. Without an oidc section, ``IssuerKeys`` stands alone (an API that only checks
+machines' or other pools' tokens) and warms each issuer as it is configured. They do not
+hold readiness back: one issuer down must not take the proxy out of service for every
+other route and issuer; its tokens get 503 until its keys load.
 """
 
 from __future__ import annotations
@@ -27,15 +29,17 @@ from authproxy.web.admin import Readiness
 _RETRY_START, _RETRY_MAX = 0.5, 30.0
 
 
-class ProviderLink:
-    def __init__(self, oidc: OidcConfig, http: aiohttp.ClientSession, readiness: Readiness):
-        self.oidc = oidc
+class IssuerKeys:
+    """The key sources of the further bearer issuers. ``warm_each``: load an issuer's keys as
+    soon as a configuration names it (alone, with no provider to wait for)."""
+
+    provider_keys: ProviderKeys | None = None  # the oidc provider's key source (ProviderLink)
+
+    def __init__(self, http: aiohttp.ClientSession, *, warm_each: bool = False):
         self._http = http
-        self._readiness = readiness
-        self.client: IdentityProviderClient | None = None
-        self.provider_keys = ProviderKeys(lambda: self.client)
         self._remote: dict[tuple[str, str, str | None, str | None], RemoteKeys] = {}
-        readiness.pending("identity_provider", "loading provider discovery and keys")
+        self._warm_each = warm_each
+        self._warming: set[asyncio.Task[None]] = set()
 
     def remote_keys(self, config: BearerIssuer) -> RemoteKeys:
         """The key source of a further bearer issuer; the same object for the same issuer,
@@ -44,7 +48,43 @@ class ProviderLink:
         keys = self._remote.get(key)
         if keys is None:
             keys = self._remote[key] = RemoteKeys(self._http, config)
+            if self._warm_each:
+                task = asyncio.get_running_loop().create_task(self._warm([keys]))
+                self._warming.add(task)  # held until done: the loop keeps only weak references
+                task.add_done_callback(self._warming.discard)
         return keys
+
+    async def warm_bearer_issuers(self) -> None:
+        """Load every further bearer issuer's keys known now; a failure is logged, and that
+        issuer's keys are tried again when a token of it arrives. Whatever one issuer's
+        keys raise, the others are still warmed and the caller (the load task) carries on."""
+        await self._warm(list(self._remote.values()))
+
+    @staticmethod
+    async def _warm(remote: list[RemoteKeys]) -> None:
+        outcomes = await asyncio.gather(*(keys.warm() for keys in remote), return_exceptions=True)
+        for keys, outcome in zip(remote, outcomes, strict=True):
+            if isinstance(outcome, IdpError):
+                log().warning("bearer_issuer_unavailable", extra={"fields": {"issuer": keys.issuer, "error": str(outcome)}})
+            elif isinstance(outcome, Exception):
+                log().error("bearer_issuer_unavailable",
+                            extra={"fields": {"issuer": keys.issuer, "error": type(outcome).__name__}})
+            elif isinstance(outcome, BaseException):
+                raise outcome  # cancellation: the load task is being stopped
+
+    def close(self) -> None:
+        for task in self._warming:
+            task.cancel()
+
+
+class ProviderLink(IssuerKeys):
+    def __init__(self, oidc: OidcConfig, http: aiohttp.ClientSession, readiness: Readiness):
+        super().__init__(http)
+        self.oidc = oidc
+        self._readiness = readiness
+        self.client: IdentityProviderClient | None = None
+        self.provider_keys = ProviderKeys(lambda: self.client)
+        readiness.pending("identity_provider", "loading provider discovery and keys")
 
     async def load(self) -> None:
         """Discovery and JWKS with retry and backoff; ready once both are loaded."""
@@ -76,21 +116,6 @@ class ProviderLink:
                                                                        "issuers": list(self.oidc.issuers)}})
             await self.warm_bearer_issuers()
             return
-
-    async def warm_bearer_issuers(self) -> None:
-        """Load every further bearer issuer's keys known now; a failure is logged, and that
-        issuer's keys are tried again when a token of it arrives. Whatever one issuer's
-        keys raise, the others are still warmed and the caller (the load task) carries on."""
-        remote = list(self._remote.values())
-        outcomes = await asyncio.gather(*(keys.warm() for keys in remote), return_exceptions=True)
-        for keys, outcome in zip(remote, outcomes, strict=True):
-            if isinstance(outcome, IdpError):
-                log().warning("bearer_issuer_unavailable", extra={"fields": {"issuer": keys.issuer, "error": str(outcome)}})
-            elif isinstance(outcome, Exception):
-                log().error("bearer_issuer_unavailable",
-                            extra={"fields": {"issuer": keys.issuer, "error": type(outcome).__name__}})
-            elif isinstance(outcome, BaseException):
-                raise outcome  # cancellation: the load task is being stopped
 
     async def _endpoints(self) -> Endpoints:
         oidc = self.oidc

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from authproxy.oidc.service_tokens import ServiceTokens
     from authproxy.store.base import SessionStore
     from authproxy.tracing.otel import Tracing
-    from authproxy.web.provider import ProviderLink
+    from authproxy.web.provider import IssuerKeys
     from authproxy.web.signin import SignIn
 
 # A worker tells its supervisor its state by writing one of these lines to a pipe.
@@ -53,7 +53,7 @@ class Parts:
         self.readiness = readiness
         self.forwarder = Forwarder(client_idle_timeout=config.limits.client_idle_timeout)
         self.idp_http: aiohttp.ClientSession | None = None
-        self.provider: ProviderLink | None = None
+        self.provider: IssuerKeys | None = None  # a ProviderLink with an oidc section
         self.sign_in: SignIn | None = None
         self.service_tokens: ServiceTokens | None = None
         self.store: SessionStore | None = None
@@ -69,18 +69,12 @@ class Parts:
             self.tracing = tracing.active = Tracing(config.tracing)
         await self.forwarder.start()
         if config.oidc is None:
-            return
+            return  # bearer issuers alone get their key sources in rules()
         # Only now: the provider link brings joserfc and cryptography.
         from authproxy.oidc.service_tokens import ServiceTokens
         from authproxy.web.provider import ProviderLink
 
-        # trust_env: HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply to the provider's calls when set
-        # (botocore honours them for DynamoDB on its own). Upstreams are never proxied.
-        traced = self.tracing.client_trace_configs() if self.tracing is not None else None  # IdP call spans
-        self.idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True,
-                                              connector=aiohttp.TCPConnector(ssl=provider_tls(config.oidc.ca_file)),
-                                              trace_configs=traced)
-        provider = self.provider = ProviderLink(config.oidc, self.idp_http, self.readiness)
+        provider = self.provider = ProviderLink(config.oidc, self._provider_http(config.oidc.ca_file), self.readiness)
         self.service_tokens = ServiceTokens(lambda: provider.client)
         if config.session is not None and config.public_url is not None:
             from authproxy.store.factory import open_store
@@ -92,8 +86,23 @@ class Parts:
             self.sign_in = SignIn(config, provider, self.store, self.clock)
         self.loading = asyncio.create_task(provider.load())
 
+    def _provider_http(self, ca_file: str | None) -> aiohttp.ClientSession:
+        # trust_env: HTTPS_PROXY/HTTP_PROXY/NO_PROXY apply to the provider's calls when set
+        # (botocore honours them for DynamoDB on its own). Upstreams are never proxied.
+        traced = self.tracing.client_trace_configs() if self.tracing is not None else None  # IdP call spans
+        self.idp_http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), trust_env=True,
+                                              connector=aiohttp.TCPConnector(ssl=provider_tls(ca_file)),
+                                              trace_configs=traced)
+        return self.idp_http
+
     def rules(self, config: Config) -> Rules:
         """The compiled rules of ``config`` (at start-up and at each reload)."""
+        if self.provider is None and config.bearer_issuers:
+            # No oidc section: the bearer issuers' keys alone, from the first configuration
+            # (start-up or a reload) that names one; each is warmed as it is named.
+            from authproxy.web.provider import IssuerKeys
+
+            self.provider = IssuerKeys(self._provider_http(None), warm_each=True)
         signer = None
         if config.assertion is not None and config.public_url is not None:
             from authproxy.policy.assertion import AssertionSigner
@@ -106,6 +115,8 @@ class Parts:
     async def close(self) -> None:
         if self.loading is not None:
             self.loading.cancel()
+        if self.provider is not None:
+            self.provider.close()
         await self.forwarder.close()
         if self.idp_http is not None:
             await self.idp_http.close()
@@ -234,7 +245,8 @@ async def _shut_down(runner: web.ServerRunner, sign_in: SignIn | None, timeout: 
 
 
 def provider_tls(ca_file: str | None) -> ssl.SSLContext | bool:
-    """Certificate checks for the provider: the system's CAs, or only ``oidc.ca_file``'s."""
+    """Certificate checks for the provider: the system's CAs, or only ``oidc.ca_file``'s (and
+    the bearer issuers' without a ca_file of their own)."""
     return ssl.create_default_context(cafile=ca_file) if ca_file is not None else True
 
 

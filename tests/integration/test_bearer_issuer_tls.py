@@ -7,14 +7,11 @@ one without takes the provider's trust, as it did before the key existed.
 from __future__ import annotations
 
 import asyncio
-import ssl
-import time
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from tests.support.local_issuer import LocalIssuer
+from tests.support.local_issuer import serve_issuers
 from tests.support.oidc_provider import CLIENT_ID, OidcProvider
 from tests.support.processes import ProxyProcess, free_port
 from tests.support.tls import TestCA
@@ -22,44 +19,11 @@ from tests.support.tls import TestCA
 API = "https://orders.example.test"
 
 
-async def serve_issuers(ca: TestCA, stem: str, names: list[str]) -> tuple[web.AppRunner, dict[str, LocalIssuer]]:
-    """Issuers at https://127.0.0.1:PORT/NAME, each with its discovery document and JWKS, over a
-    certificate of ``ca``."""
-    port = free_port()
-    issuers = {name: LocalIssuer(f"https://127.0.0.1:{port}/{name}") for name in names}
-
-    async def discovery(request: web.Request) -> web.Response:
-        issuer = issuers[request.match_info["name"]]
-        return web.json_response({"issuer": issuer.iss, "jwks_uri": issuer.iss + "/jwks"})
-
-    async def jwks(request: web.Request) -> web.Response:
-        issuer = issuers[request.match_info["name"]]
-        issuer.fetches += 1
-        return web.json_response(issuer.jwks().as_dict(private=False))
-
-    app = web.Application()
-    app.router.add_get("/{name}/.well-known/openid-configuration", discovery)
-    app.router.add_get("/{name}/jwks", jwks)
-    cert, key, _ = ca.issue(stem)
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
-    return runner, issuers
-
-
-def access_token(issuer: LocalIssuer) -> str:
-    now = int(time.time())
-    return issuer.token({"sub": "machine-1", "aud": API, "client_id": "machine", "iat": now, "exp": now + 600,
-                         "jti": f"{issuer.iss}-{now}"})
-
-
 @pytest.mark.timeout(60)
 async def test_each_bearer_issuer_trusts_its_own_ca_file_or_else_the_providers(upstream, tmp_path):
     first, second = TestCA(tmp_path / "pki-first", "first CA"), TestCA(tmp_path / "pki-second", "second CA")
-    inside, inside_issuers = await serve_issuers(first, "inside", ["internal"])
-    outside, outside_issuers = await serve_issuers(second, "outside", ["partners", "vendors"])
+    inside, inside_issuers = await serve_issuers(["internal"], first)
+    outside, outside_issuers = await serve_issuers(["partners", "vendors"], second)
     issuers = {**inside_issuers, **outside_issuers}
     provider = OidcProvider([f"http://127.0.0.1:{free_port()}/oauth2/callback"])
     proxy = None
@@ -79,7 +43,7 @@ async def test_each_bearer_issuer_trusts_its_own_ca_file_or_else_the_providers(u
         }, tmp_path)
         async with aiohttp.ClientSession() as http:
             async def call(name: str) -> tuple[int, str]:
-                headers = {"Authorization": f"Bearer {access_token(issuers[name])}", "Accept": "application/json"}
+                headers = {"Authorization": f"Bearer {issuers[name].access_token(API)}", "Accept": "application/json"}
                 async with http.get(f"{proxy.url}/{name}/x", headers=headers) as response:
                     return response.status, await response.text()
 
