@@ -496,7 +496,7 @@ class OidcConfig(_TokenSource, _Strict):
     audiences: list[str] = []  # generic: "aud" must hold one of these; required for bearer routes
     require_at_jwt: bool = True  # generic: JOSE typ must be at+jwt (RFC 9068 2.1), so no ID token passes
     # PEM CA bundle that replaces the system's for calls to the provider (a private Keycloak, say);
-    # bearer issuers have their own
+    # bearer issuers use it too unless they set a ca_file of their own
     ca_file: CaBundle | None = None
 
 

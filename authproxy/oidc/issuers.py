@@ -188,8 +188,9 @@ class RemoteKeys:
     ):
         self._http = http
         self.issuer = config.issuer
-        self._ca_file = config.ca_file
-        self._tls: ssl.SSLContext | None = None  # made on first use
+        # Read now, with the configuration (not on the request path): the file was checked by
+        # the schema, and a reload naming another file makes another key source (web/provider.py).
+        self._tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=config.ca_file) if config.ca_file else True
         self._cognito = config.provider == "cognito"
         self._jwks_uri = config.jwks_uri
         self._timeout = aiohttp.ClientTimeout(total=timeout)
@@ -234,7 +235,7 @@ class RemoteKeys:
         return await self._discovering.run(None, self._discover_once)
 
     async def _discover_once(self) -> str:
-        document = await discover(self._http, self.issuer, self._timeout.total or 10.0, self._trust())
+        document = await discover(self._http, self.issuer, self._timeout.total or 10.0, self._tls)
         if document.get("issuer") != self.issuer:
             raise IdpUnavailable("discovery", "discovery names another issuer than the configured one")
         jwks_uri = document.get("jwks_uri")
@@ -242,15 +243,6 @@ class RemoteKeys:
             raise IdpUnavailable("discovery", "discovery lacks jwks_uri and none is configured")
         return jwks_uri
 
-    def _trust(self) -> ssl.SSLContext | bool:
-        """This issuer's certificate checks: only its ca_file's CAs when it has one, else the
-        shared client's (oidc.ca_file's, or the system's), as before ca_file existed here."""
-        if self._ca_file is None:
-            return True
-        if self._tls is None:
-            self._tls = ssl.create_default_context(cafile=self._ca_file)
-        return self._tls
-
     async def _fetch(self, url: str) -> KeySet:
-        document = await fetch_json(self._http, "jwks", url, self._timeout, self._trust())
+        document = await fetch_json(self._http, "jwks", url, self._timeout, self._tls)
         return read_key_set(document, url, self._reported)  # IdpUnavailable when no key is usable

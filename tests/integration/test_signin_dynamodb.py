@@ -212,6 +212,7 @@ async def test_a_store_known_down_fails_fast_and_is_not_hammered_on_its_way_back
             latencies = sorted(seconds for _, seconds in fast)
             # Refused at once, not after the store's 2 s timeout; only a request that waits on a probe takes that long.
             assert latencies[len(latencies) // 2] < 1.0 and sum(seconds >= 1.0 for seconds in latencies) <= 3
+            assert latencies[-1] < 5.0  # and that one waits for the probe's 2 s timeout, no longer
             assert sum(relay.connections.values()) - before <= 3  # probes, not 150 attempts
 
             store.stop()  # the store stops and comes back, with its data
