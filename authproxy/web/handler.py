@@ -73,7 +73,7 @@ class Rules:
     current ``Rules`` when it starts and keeps it, so it finishes under the rules it
     started with while a reload swaps in the next."""
 
-    __slots__ = ("config", "routes", "guard", "strip", "trusted", "forward_auth_callers", "gate")
+    __slots__ = ("config", "routes", "guard", "strip", "trusted", "forward_auth_callers", "gate", "own_endpoints")
 
     def __init__(self, config: Config, gate: Gate):
         self.config = config
@@ -91,6 +91,9 @@ class Rules:
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.forward_auth_callers = TrustedProxies(config.forward_auth.callers)
         self.gate = gate
+        # {proxy_prefix}/: forward-auth and Envoy's checks wherever tokens can be checked (an oidc
+        # section, or bearer issuers alone), and sign-in when configured.
+        self.own_endpoints = config.oidc is not None or bool(config.bearer_issuers)
 
 
 class _Exchange:
@@ -119,7 +122,6 @@ class ProxyHandler:
         config = rules.config
         self.rules = rules
         self.sign_in = sign_in
-        self.own_endpoints = config.oidc is not None  # forward-auth, and sign-in when configured
         self.own_prefix = config.proxy_prefix + "/"
         self.forwarder = forwarder
         self.access_log = access_log
@@ -179,7 +181,7 @@ class ProxyHandler:
                 raise HandOff()
             exchange.route = SIGN_IN_ROUTE
             return _jwks_response(rules.gate.signer)
-        if self.own_endpoints and path.startswith(self.own_prefix):
+        if rules.own_endpoints and path.startswith(self.own_prefix):
             endpoint = path[len(self.own_prefix):]
             if request.__class__ is ExpressRequest and not _is_check(endpoint):
                 raise HandOff()  # sign-in reads forms and more of aiohttp's request; checks do not

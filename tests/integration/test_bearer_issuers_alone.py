@@ -44,6 +44,7 @@ async def test_an_api_of_bearer_issuers_alone_warms_their_keys_and_checks_tokens
     proxy = None
     try:
         proxy = await asyncio.to_thread(ProxyProcess, {
+            "forward_auth": {"callers": ["127.0.0.1/32"]},
             "bearer_issuers": [{"name": "partners", "issuer": issuers["partners"].iss, "audiences": [API]}],
             "routes": [route("partners", upstream)],
         }, tmp_path)
@@ -60,6 +61,18 @@ async def test_an_api_of_bearer_issuers_alone_warms_their_keys_and_checks_tokens
             assert status == 401 and "(wrong_issuer)" in body["message"], body  # an issuer this route does not name
             status, body = await call(http, proxy.url + "/partners/x")
             assert status == 401, body
+            # forward-auth (nginx auth_request) checks the same tokens, answering the caller's headers
+            for token, expected in ((issuers["partners"].access_token(API), 200),
+                                    (issuers["partners"].access_token("https://other"), 401)):
+                async with http.get(proxy.url + "/oauth2/auth", headers={
+                    "X-Original-URI": "/partners/x", "X-Original-Method": "GET", "Authorization": f"Bearer {token}",
+                }) as response:
+                    assert response.status == expected, await response.text()
+                    if expected == 200:
+                        assert response.headers["X-Iss"] == issuers["partners"].iss
+                        assert response.headers["X-Auth-Request-User"] == "machine-1"
+            async with http.get(proxy.url + "/oauth2/start") as response:
+                assert response.status == 404  # no sign-in without an oidc section
             assert issuers["vendors"].fetches == 0 and issuers["partners"].fetches == 1
 
             # A reload names a second issuer: its keys are fetched then, not at its first token.
@@ -116,3 +129,14 @@ def test_a_bearer_route_without_oidc_must_name_its_issuers(tmp_path):
         load_config(path, {})
     found = [issue.render(raised.value.filename) for issue in raised.value.issues]
     assert any("routes[0].auth" in problem and "bearer_issuers naming issuers" in problem for problem in found), found
+
+    # the proxy answers {proxy_prefix}/ itself (forward-auth), so no route may live there
+    path.write_text(yaml.safe_dump({
+        "bearer_issuers": [{"name": "machines", "issuer": "https://machines.example.test", "audiences": [API]}],
+        "routes": [{"name": "api", "match": {"path_prefix": "/oauth2/api"}, "upstream": "http://127.0.0.1:1",
+                    "auth": "bearer", "bearer_issuers": ["machines"]}],
+    }))
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+    found = [issue.render(raised.value.filename) for issue in raised.value.issues]
+    assert any("routes[0].match.path_prefix" in problem and "proxy_prefix" in problem for problem in found), found
