@@ -6,7 +6,7 @@ nor a login route finish a sign-in, without them.
 
 The further bearer issuers' keys (``bearer_issuers``) are kept by ``IssuerKeys``, which the
 link extends: one ``RemoteKeys`` per issuer, kept across configuration reloads (a reload
-that keeps an issuer keeps its keys), loaded on first use and warmed once the provider is
+that keeps an issuer keeps its keys; one that removes it forgets them), loaded on first use and warmed once the provider is
 loaded. Without an oidc section, ``IssuerKeys`` stands alone (an API that only checks
 machines' or other pools' tokens) and warms each issuer as it is configured. They do not
 hold readiness back: one issuer down must not take the proxy out of service for every
@@ -41,10 +41,14 @@ class IssuerKeys:
         self._warm_each = warm_each
         self._warming: set[asyncio.Task[None]] = set()
 
+    @staticmethod
+    def _key(config: BearerIssuer) -> tuple[str, str, str | None, str | None]:
+        return config.provider, config.issuer, config.jwks_uri, config.ca_file
+
     def remote_keys(self, config: BearerIssuer) -> RemoteKeys:
         """The key source of a further bearer issuer; the same object for the same issuer,
         provider, jwks_uri and ca_file, whichever configuration asks."""
-        key = (config.provider, config.issuer, config.jwks_uri, config.ca_file)
+        key = self._key(config)
         keys = self._remote.get(key)
         if keys is None:
             keys = self._remote[key] = RemoteKeys(self._http, config)
@@ -53,6 +57,13 @@ class IssuerKeys:
                 self._warming.add(task)  # held until done: the loop keeps only weak references
                 task.add_done_callback(self._warming.discard)
         return keys
+
+    def keep_only(self, issuers: list[BearerIssuer]) -> None:
+        """Forget the key sources no issuer of the current configuration uses (after a reload
+        compiled its rules): requests still under older rules hold their own references."""
+        wanted = {self._key(config) for config in issuers}
+        for key in [key for key in self._remote if key not in wanted]:
+            del self._remote[key]
 
     async def warm_bearer_issuers(self) -> None:
         """Load every further bearer issuer's keys known now; a failure is logged, and that

@@ -110,7 +110,10 @@ class Parts:
             keys = [key.get_secret_value() for key in config.assertion.signing_keys]
             signer = AssertionSigner(keys, str(config.public_url).rstrip("/"), config.assertion.lifetime)
         gate = Gate if self.tracing is None else self.tracing.gate
-        return Rules(config, gate(config, self.provider, self.sign_in, self.service_tokens, signer, self.clock))
+        rules = Rules(config, gate(config, self.provider, self.sign_in, self.service_tokens, signer, self.clock))
+        if self.provider is not None:
+            self.provider.keep_only(config.bearer_issuers)  # issuers a reload removed or changed
+        return rules
 
     async def close(self) -> None:
         if self.loading is not None:

@@ -398,6 +398,12 @@ async def test_the_provider_link_keeps_an_issuer_s_keys_across_reloads():
     assert link.remote_keys(config.bearer_issuers[0]) is link.remote_keys(again.bearer_issuers[0])
     moved = again.bearer_issuers[0].model_copy(update={"jwks_uri": "https://machines.example.test/other-keys"})
     assert link.remote_keys(moved) is not link.remote_keys(config.bearer_issuers[0])
+    kept = link.remote_keys(moved)
+    link.keep_only([moved])  # the reload that moved the keys: the old source is forgotten
+    assert link.remote_keys(moved) is kept
+    assert len(link._remote) == 1
+    link.keep_only([])  # a reload without bearer issuers
+    assert link._remote == {}
 
 
 # --- JWKS documents joserfc cannot take whole, failures per key set, the warm-up ------------
