@@ -738,3 +738,10 @@ class Config(_Strict):
         if value is not None and value.raw_path not in ("", "/"):
             raise ValueError("public_url must be a scheme and host only, e.g. 'https://app.example.com'")
         return value.with_path("") if value is not None else None
+
+
+def serves_own_endpoints(config: Config) -> bool:
+    """Whether the proxy answers ``{proxy_prefix}/`` itself: forward-auth and Envoy's checks
+    wherever tokens can be checked (an oidc section, or bearer issuers alone), and sign-in
+    when configured. No route may lie there (config/validate.py)."""
+    return config.oidc is not None or bool(config.bearer_issuers)

@@ -20,6 +20,7 @@ from authproxy.config.schema import (
     OidcConfig,
     Route,
     route_issuers,
+    serves_own_endpoints,
 )
 from authproxy.errors import ConfigIssue
 from authproxy.oidc import cognito
@@ -118,9 +119,7 @@ def _route(config: Config, route: Route, where: str) -> list[ConfigIssue]:
         issues.append(ConfigIssue(f"{where}.assertion",
                                   "assertion: true needs the assertion section (signing_keys) and public_url"))
     prefix = route.match.path_prefix
-    # the proxy answers {proxy_prefix}/ itself with sign-in, and with bearer issuers alone (forward-auth)
-    own_endpoints = config.session is not None if oidc is not None else bool(config.bearer_issuers)
-    if (own_endpoints and prefix
+    if (serves_own_endpoints(config) and prefix
             and (prefix.rstrip("/") + "/").startswith(config.proxy_prefix + "/")):
         issues.append(ConfigIssue(f"{where}.match.path_prefix",
                                   f"path_prefix {prefix!r} lies under proxy_prefix {config.proxy_prefix!r}, whose "

@@ -17,7 +17,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion11
 
 from authproxy import metrics
-from authproxy.config.schema import Config
+from authproxy.config.schema import Config, serves_own_endpoints
 from authproxy.errors import (
     AuthproxyError,
     BadRequest,
@@ -91,9 +91,7 @@ class Rules:
         self.trusted = TrustedProxies(config.trusted_proxies)
         self.forward_auth_callers = TrustedProxies(config.forward_auth.callers)
         self.gate = gate
-        # {proxy_prefix}/: forward-auth and Envoy's checks wherever tokens can be checked (an oidc
-        # section, or bearer issuers alone), and sign-in when configured.
-        self.own_endpoints = config.oidc is not None or bool(config.bearer_issuers)
+        self.own_endpoints = serves_own_endpoints(config)  # {proxy_prefix}/: forward-auth, Envoy, sign-in
 
 
 class _Exchange:

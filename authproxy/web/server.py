@@ -110,10 +110,13 @@ class Parts:
             keys = [key.get_secret_value() for key in config.assertion.signing_keys]
             signer = AssertionSigner(keys, str(config.public_url).rstrip("/"), config.assertion.lifetime)
         gate = Gate if self.tracing is None else self.tracing.gate
-        rules = Rules(config, gate(config, self.provider, self.sign_in, self.service_tokens, signer, self.clock))
+        return Rules(config, gate(config, self.provider, self.sign_in, self.service_tokens, signer, self.clock))
+
+    def rules_in_force(self, config: Config) -> None:
+        """After a reload's rules serve: forget the key sources of issuers it removed or changed
+        (requests still under the old rules hold their own references)."""
         if self.provider is not None:
-            self.provider.keep_only(config.bearer_issuers)  # issuers a reload removed or changed
-        return rules
+            self.provider.keep_only(config.bearer_issuers)
 
     async def close(self) -> None:
         if self.loading is not None:
@@ -170,6 +173,7 @@ async def serve(
             if parts.sign_in is not None:
                 parts.sign_in.routes_changed(new)
             handler.rules = rules  # one assignment: a request sees the old rules or the new, never a mix
+            parts.rules_in_force(new)
 
         reloader = Reloader(config_path, config, apply, config_dir) if config_path is not None else None
         loop.add_signal_handler(signal.SIGHUP, on_signal_reload(reloader))

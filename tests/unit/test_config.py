@@ -67,6 +67,10 @@ def test_sign_in_example_is_valid():
         (SIGN_IN + "workers: 2\nroutes: [{name: a, upstream: 'http://u', auth: login}]", "store backend memory keeps sessions in one process"),
         (SIGN_IN + "routes: [{name: a, match: {path_prefix: /oauth2/x}, upstream: 'http://u', auth: public}]",
          "lies under proxy_prefix"),
+        # an oidc section without sign-in still answers forward-auth and Envoy's checks there
+        ("oidc: {issuer: 'https://i', client_id: c, client_secret: s, audiences: [api]}\n"
+         "routes: [{name: a, match: {path_prefix: /oauth2/x}, upstream: 'http://u', auth: bearer}]",
+         "lies under proxy_prefix"),
         (SIGN_IN.replace("https://app", "http://app").replace("secrets:", "cookie_name: __Host-s, secrets:")
          + "routes: [{name: a, upstream: 'http://u', auth: login}]", "need an https public_url"),
         (SIGN_IN.replace("secrets:", "cookie_name: __Host-s, cookie_domain: example.com, secrets:")
