@@ -25,11 +25,17 @@ def route(name, upstream, **extra):
             "bearer_issuers": [name], "inject": {"X-Iss": "{iss}", "X-Sub": "{sub}"}, **extra}
 
 
-async def settled(read, expected, timeout=10.0):
+async def settled(read, expected, timeout=10.0, sync=True):
+    """What ``read()`` gives once it equals ``expected`` (a coroutine's result with sync=False), or at the timeout."""
     deadline = time.monotonic() + timeout
-    while (value := read()) != expected and time.monotonic() < deadline:
+    while (value := read() if sync else await read()) != expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return value
+
+
+async def call_status(http, url):
+    async with http.get(url, headers={"Accept": "application/json"}) as response:
+        return response.status
 
 
 async def call(http, url, token=None):
@@ -86,7 +92,21 @@ async def test_an_api_of_bearer_issuers_alone_warms_their_keys_and_checks_tokens
             assert status == 200 and dict(seen["headers"])["X-Iss"] == issuers["vendors"].iss
             status, _ = await call(http, proxy.url + "/partners/x", issuers["partners"].access_token(API))
             assert status == 200
-        assert issuers["partners"].fetches == 1  # kept across the reload
+            assert issuers["partners"].fetches == 1  # kept across the reload
+
+            # A reload without vendors forgets its keys: named again, they are fetched again.
+            def reload(settings):
+                proxy.config_path.write_text(yaml.safe_dump(settings, sort_keys=False))
+                proxy.signal(signal.SIGHUP)
+
+            without = {**config, "bearer_issuers": config["bearer_issuers"][:1], "routes": config["routes"][:1]}
+            reload(without)
+            assert await settled(lambda: call_status(http, proxy.url + "/vendors/x"), 404, sync=False) == 404
+            reload(config)
+            assert await settled(lambda: issuers["vendors"].fetches, 2) == 2
+            status, _ = await call(http, proxy.url + "/vendors/x", issuers["vendors"].access_token(API))
+            assert status == 200
+        assert issuers["partners"].fetches == 1
     finally:
         if proxy is not None:
             await asyncio.to_thread(proxy.stop)
