@@ -6,8 +6,8 @@ nor a login route finish a sign-in, without them.
 
 The further bearer issuers' keys (``bearer_issuers``) are kept by ``IssuerKeys``, which the
 link extends: one ``RemoteKeys`` per issuer, kept across configuration reloads (a reload
-that keeps an issuer keeps its keys; one that removes it forgets them), loaded on first use and warmed once the provider is
-loaded. Without an oidc section, ``IssuerKeys`` stands alone (an API that only checks
+that keeps an issuer keeps its keys; one that removes it forgets them), loaded on first use
+and warmed once the provider is loaded. Without an oidc section, ``IssuerKeys`` stands alone (an API that only checks
 machines' or other pools' tokens) and warms each issuer as it is configured. They do not
 hold readiness back: one issuer down must not take the proxy out of service for every
 other route and issuer; its tokens get 503 until its keys load.
@@ -59,8 +59,8 @@ class IssuerKeys:
         return keys
 
     def keep_only(self, issuers: list[BearerIssuer]) -> None:
-        """Forget the key sources no issuer of the current configuration uses (after a reload
-        compiled its rules): requests still under older rules hold their own references."""
+        """Forget the key sources no issuer of the configuration now serving uses (once a
+        reload's rules serve): requests still under older rules hold their own references."""
         wanted = {self._key(config) for config in issuers}
         for key in [key for key in self._remote if key not in wanted]:
             del self._remote[key]
