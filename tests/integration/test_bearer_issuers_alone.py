@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 
 import aiohttp
 import pytest
 import yaml
 
 from tests.support.local_issuer import serve_issuers
+from tests.support.polling import settled
 from tests.support.processes import ProxyProcess, http_get
 
 API = "https://orders.example.test"
@@ -23,14 +23,6 @@ API = "https://orders.example.test"
 def route(name, upstream, **extra):
     return {"name": name, "match": {"path_prefix": f"/{name}"}, "upstream": upstream.url, "auth": "bearer",
             "bearer_issuers": [name], "inject": {"X-Iss": "{iss}", "X-Sub": "{sub}"}, **extra}
-
-
-async def settled(read, expected, timeout=10.0, sync=True):
-    """What ``read()`` gives once it equals ``expected`` (a coroutine's result with sync=False), or at the timeout."""
-    deadline = time.monotonic() + timeout
-    while (value := read() if sync else await read()) != expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def call_status(http, url):
@@ -101,7 +93,7 @@ async def test_an_api_of_bearer_issuers_alone_warms_their_keys_and_checks_tokens
 
             without = {**config, "bearer_issuers": config["bearer_issuers"][:1], "routes": config["routes"][:1]}
             reload(without)
-            assert await settled(lambda: call_status(http, proxy.url + "/vendors/x"), 404, sync=False) == 404
+            assert await settled(lambda: call_status(http, proxy.url + "/vendors/x"), 404) == 404
             reload(config)
             assert await settled(lambda: issuers["vendors"].fetches, 2) == 2
             status, _ = await call(http, proxy.url + "/vendors/x", issuers["vendors"].access_token(API))

@@ -7,27 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 
 import aiohttp
 import pytest
 
 from tests.support.signin import sign_in
 from tests.support.moto import MotoServer
+from tests.support.polling import settled
 from tests.support.oidc_provider import CLIENT_ID, CLIENT_SECRET, OidcProvider
 from tests.support.processes import ProxyProcess, free_port
 
 SESSION_SECRET = "observability-session-secret-0123456789"
 ACCESS_TOKEN_TTL = 5  # refresh due 4 s after sign-in: room for the sign-in and 4 requests on a loaded machine
-
-
-async def settled(read, expected, timeout=10.0):
-    """What ``read()`` gives once it equals ``expected``, or at the timeout: each worker sends its
-    snapshot to the supervisor once a second."""
-    deadline = time.monotonic() + timeout
-    while (value := read()) != expected and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    return value
 
 
 @pytest.mark.timeout(120)
@@ -106,7 +97,7 @@ async def test_metrics_and_logs_after_real_traffic(upstream, tmp_path):
         def seen():
             return {key: proxy.metric(key[0], **dict(key[1])) for key in expected}
 
-        assert await settled(seen, expected) == expected
+        assert await settled(seen, expected, interval=0.2) == expected  # each worker reports once a second
     finally:
         proxy.stop()
         provider.stop()
