@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -23,8 +24,38 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Ports below the kernel's ephemeral range (net.ipv4.ip_local_port_range): the kernel never gives
+# one of them to an outgoing connection as its source port. A port from bind(0) is ephemeral, so a
+# connection anywhere on the machine may take it between our pick and the server's bind. A CI run
+# lost its compose stack that way: the proxy's port stayed some connection's source port for 90 s.
+_LISTEN_PORTS = range(20000, 32768)
+_handed_out: set[int] = set()
+_pick = random.Random()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback port that nothing holds now, and that no outgoing connection will take."""
+    ports = range(_LISTEN_PORTS.start, min(_LISTEN_PORTS.stop, _ephemeral_low()))
+    for _ in range(200 if len(ports) > 1000 else 0):
+        port = _pick.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                # no SO_REUSEADDR: a port with a connection in TIME_WAIT is not taken either
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as sock:  # a kernel whose ephemeral range leaves no room below it
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
