@@ -24,15 +24,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# Ports below the kernel's ephemeral range (net.ipv4.ip_local_port_range): the kernel never gives
-# one of them to an outgoing connection as its source port. A port from bind(0) is ephemeral, so a
-# connection anywhere on the machine may take it between our pick and the server's bind. A CI run
-# lost its compose stack that way: the proxy's port stayed some connection's source port for 90 s.
-_LISTEN_PORTS = range(20000, 32768)
-_handed_out: set[int] = set()
-_pick = random.Random()
-
-
 def _ephemeral_low() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
@@ -40,21 +31,30 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+# Ports below the kernel's ephemeral range (net.ipv4.ip_local_port_range): the kernel never gives
+# one of them to an outgoing connection as its source port. A port from bind(0) is ephemeral, so it
+# can be taken between our pick and the server's bind, by a connection anywhere on the machine or
+# by bind(0) handing the same port out again. A CI run lost its compose stack that way.
+_LISTEN_PORTS = range(20000, min(32768, _ephemeral_low()))
+_handed_out: set[int] = set()
+_pick = random.Random()
+
+
 def free_port() -> int:
     """A loopback port that nothing holds now, and that no outgoing connection will take."""
-    ports = range(_LISTEN_PORTS.start, min(_LISTEN_PORTS.stop, _ephemeral_low()))
-    for _ in range(200 if len(ports) > 1000 else 0):
-        port = _pick.choice(ports)
-        if port in _handed_out:
-            continue
-        with socket.socket() as sock:
-            try:
-                # no SO_REUSEADDR: a port with a connection in TIME_WAIT is not taken either
-                sock.bind(("127.0.0.1", port))
-            except OSError:
+    if len(_LISTEN_PORTS) > 1000:
+        for _ in range(200):
+            port = _pick.choice(_LISTEN_PORTS)
+            if port in _handed_out:
                 continue
-        _handed_out.add(port)
-        return port
+            with socket.socket() as sock:
+                try:
+                    # no SO_REUSEADDR: a port with a connection in TIME_WAIT is not taken either
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket() as sock:  # a kernel whose ephemeral range leaves no room below it
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
